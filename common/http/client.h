@@ -38,10 +38,10 @@ struct http_client_options {
 };
 
 struct http_call {
-    const char *method;           /* "GET", "POST", ...; NULL means GET */
+    const char *method; /* "GET", "POST", ...; NULL means GET */
     const char *url;
-    const char *const *headers;   /* NULL-terminated "Name: value" list, may be NULL */
-    const void *body;             /* may be NULL */
+    const char *const *headers; /* NULL-terminated "Name: value" list, may be NULL */
+    const void *body;           /* may be NULL */
     size_t body_len;
     long timeout_ms;              /* 0: the client's default */
     size_t max_response_bytes;    /* 0: the client's default */
@@ -56,12 +56,12 @@ struct http_call {
 };
 
 struct http_result {
-    long status;              /* HTTP status of the last attempt, 0 when none */
-    struct buf body;          /* response body (bounded) */
-    char content_type[128];   /* "" when absent */
-    int retry_after_s;        /* parsed Retry-After of the last response, 0 when absent */
-    int attempts;             /* attempts made */
-    double total_s;           /* wall time of all attempts */
+    long status;                /* HTTP status of the last attempt, 0 when none */
+    struct buf body;            /* response body (bounded) */
+    char content_type[128];     /* "" when absent */
+    int retry_after_s;          /* parsed Retry-After of the last response, 0 when absent */
+    int attempts;               /* attempts made */
+    double total_s;             /* wall time of all attempts */
     struct curl_slist *headers; /* raw "Name: value" response headers of the last attempt */
 };
 
@@ -92,8 +92,7 @@ enum status http_client_do(struct http_client *c, const struct http_call *call,
  * and *out a new reference (NULL when the body is empty or not JSON).
  */
 enum status http_client_json(struct http_client *c, const struct http_call *call,
-                             const json_t *body, long *status, json_t **out,
-                             struct error *err);
+                             const json_t *body, long *status, json_t **out, struct error *err);
 
 /* ---- concurrency: many calls with a bound on how many are in flight ------ */
 
