@@ -1,0 +1,117 @@
+#include "app/settings.h"
+
+#include <stddef.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/config.h"
+#include "core/util.h"
+
+#define F(field) offsetof(struct settings, field)
+#define C        SCOPE_CREATOR
+#define W        SCOPE_WORKER
+#define B        SCOPE_BOTH
+
+/* clang-format off */
+static const struct config_var table[] = {
+    {"PORT", CFG_INT, "8080", 1, 65535, NULL, "TCP port to listen on (Cloud Run sets it)", F(port), 0, B},
+    {"BIND_ADDRESS", CFG_STRING, "0.0.0.0", 0, 0, NULL, "address to listen on", F(bind_address), 0, B},
+    {"LOG_LEVEL", CFG_ENUM, "INFO", 0, 0, "DEBUG|INFO|NOTICE|WARNING|ERROR", "minimum log severity", F(log_level), 0, B},
+    {"GOOGLE_CLOUD_PROJECT", CFG_STRING, NULL, 0, 0, NULL, "project id (trace names, Google APIs)", F(project_id), 0, B},
+    {"MAX_BODY_BYTES", CFG_INT, "8388608", 1024, 33554432, NULL, "largest request body accepted (413 beyond)", F(max_body_bytes), 0, B},
+    {"SHUTDOWN_GRACE_MS", CFG_INT, "8000", 0, 60000, NULL, "time in-flight requests get to finish after SIGTERM", F(shutdown_grace_ms), 0, B},
+    {"THREAD_STACK_KB", CFG_INT, "256", 64, 8192, NULL, "stack size of each connection thread", F(thread_stack_kb), 0, B},
+    {"MAX_CONNECTIONS", CFG_INT, "4096", 16, 65536, NULL, "concurrent connections accepted", F(max_connections), 0, B},
+
+    {"BACKEND", CFG_ENUM, "local", 0, 0, "local|gcp", "runtime: embedded (SQLite, local queue, files) or Google Cloud", F(backend), 0, B},
+    {"STORE", CFG_ENUM, "auto", 0, 0, "auto|sqlite|firestore", "store adapter (auto follows BACKEND)", F(store), 0, B},
+    {"QUEUE", CFG_ENUM, "auto", 0, 0, "auto|local|cloudtasks", "queue adapter (auto follows BACKEND)", F(queue), 0, B},
+    {"BLOB", CFG_ENUM, "auto", 0, 0, "auto|fs|gcs", "blob adapter (auto follows BACKEND)", F(blob), 0, B},
+    {"DATA_DIR", CFG_STRING, "./data", 0, 0, NULL, "directory of the embedded runtime (database, blobs, keys)", F(data_dir), 0, B},
+    {"SQLITE_PATH", CFG_STRING, NULL, 0, 0, NULL, "SQLite database file (default DATA_DIR/batch.db)", F(sqlite_path), 0, B},
+    {"QUEUE_CONFIG", CFG_STRING, "deploy/queue.json", 0, 0, NULL, "queue definition shared with Terraform", F(queue_config), 0, B},
+
+    {"PUBLIC_URL", CFG_STRING, NULL, 0, 0, NULL, "creator's external base URL (default http://127.0.0.1:PORT)", F(public_url), 0, B},
+    {"WORKER_URL", CFG_STRING, "http://127.0.0.1:8081/api/batch/worker", 0, 0, NULL, "URL the tasks are pushed to", F(worker_url), 0, B},
+
+    {"MAX_IMAGES_PER_BATCH", CFG_INT, "10000", 1, 10000, NULL, "largest batch accepted", F(max_images), 0, C},
+    {"FANOUT_UNIT", CFG_INT, "500", 10, 10000, NULL, "items per fan-out task; smaller batches enqueue items directly", F(fanout_unit), 0, B},
+    {"ENQUEUE_CONCURRENCY", CFG_INT, "32", 1, 500, NULL, "task creations in flight at once", F(enqueue_concurrency), 0, B},
+    {"BATCH_SHARDS", CFG_INT, "16", 1, 64, NULL, "counter shards per batch", F(batch_shards), 0, C},
+    {"ALLOW_INSECURE_URLS", CFG_BOOL, "false", 0, 0, NULL, "accept http and loopback/private image URLs (local demo only)", F(allow_insecure_urls), 0, B},
+
+    {"DISPATCHER", CFG_BOOL, "true", 0, 0, NULL, "run the local queue's dispatcher in this process (QUEUE=local)", F(dispatcher), 0, W},
+    {"ITEM_LEASE_S", CFG_INT, "180", 1, 3600, NULL, "how long an attempt holds an item before another may take it", F(item_lease_s), 0, W},
+    {"PROVIDER_TIMEOUT_MS", CFG_INT, "120000", 100, 1800000, NULL, "timeout of one provider call", F(provider_timeout_ms), 0, W},
+    {"FETCH_MAX_BYTES", CFG_INT, "20971520", 1024, 104857600, NULL, "largest partner image fetched", F(fetch_max_bytes), 0, W},
+    {"OUTPUT_MAX_BYTES", CFG_INT, "104857600", 1024, 1073741824, NULL, "largest provider output accepted", F(output_max_bytes), 0, W},
+
+    {"OIDC_AUDIENCE", CFG_STRING, NULL, 0, 0, NULL, "audience of push tokens (default WORKER_URL)", F(oidc_audience), 0, B},
+    {"OIDC_ISSUERS", CFG_STRING, NULL, 0, 0, NULL, "accepted token issuers, comma-separated (default Google's; local issuer in the local runtime)", F(oidc_issuers), 0, W},
+    {"OIDC_JWKS_URL", CFG_STRING, "https://www.googleapis.com/oauth2/v3/certs", 0, 0, NULL, "keys of the token issuer", F(oidc_jwks_url), 0, W},
+    {"OIDC_SERVICE_ACCOUNT", CFG_STRING, NULL, 0, 0, NULL, "email the push tokens must carry", F(oidc_service_account), 0, B},
+    {"LOCAL_KEY_PATH", CFG_STRING, NULL, 0, 0, NULL, "RSA key of the local dispatcher's tokens (default DATA_DIR/keys/dispatcher.pem)", F(local_key_path), 0, W},
+
+    {"GEMINI_API_KEY", CFG_STRING, NULL, 0, 0, NULL, "Gemini API key (virtual-staging)", F(gemini_api_key), CFG_SECRET, W},
+    {"GEMINI_BASE_URL", CFG_STRING, "https://generativelanguage.googleapis.com", 0, 0, NULL, "Gemini API base URL", F(gemini_base_url), 0, W},
+    {"GEMINI_MODEL", CFG_STRING, "gemini-3.1-flash-image", 0, 0, NULL, "Gemini image model id", F(gemini_model), 0, W},
+};
+/* clang-format on */
+
+static const char *env_get(const char *name, void *ud)
+{
+    UNUSED(ud);
+    return getenv(name);
+}
+
+static void derive(struct settings *s)
+{
+    char path[4096];
+
+    if (!s->sqlite_path) {
+        snprintf(path, sizeof(path), "%s/batch.db", s->data_dir);
+        s->sqlite_path = xstrdup(path);
+    }
+    if (!s->local_key_path) {
+        snprintf(path, sizeof(path), "%s/keys/dispatcher.pem", s->data_dir);
+        s->local_key_path = xstrdup(path);
+    }
+    if (!s->public_url) {
+        snprintf(path, sizeof(path), "http://127.0.0.1:%lld", (long long)s->port);
+        s->public_url = xstrdup(path);
+    }
+    if (!s->oidc_audience)
+        s->oidc_audience = xstrdup(s->worker_url);
+}
+
+enum status settings_load_from(struct settings *s, unsigned scope,
+                               const char *(*get)(const char *name, void *ud), void *ud,
+                               struct error *err)
+{
+    enum status st;
+
+    memset(s, 0, sizeof(*s));
+    /* Every variable is loaded, so derived values are complete in both binaries; the
+     * scope only decides what --help shows. */
+    st = config_load(table, ARRAY_SIZE(table), scope | SCOPE_BOTH, s, get, ud, err);
+    if (st != ST_OK)
+        return st;
+    derive(s);
+    return ST_OK;
+}
+
+enum status settings_load(struct settings *s, unsigned scope, struct error *err)
+{
+    return settings_load_from(s, scope, env_get, NULL, err);
+}
+
+void settings_release(struct settings *s)
+{
+    config_release(table, ARRAY_SIZE(table), s);
+    memset(s, 0, sizeof(*s));
+}
+
+void settings_print_help(FILE *out, const char *program, const char *summary, unsigned scope)
+{
+    config_print_help(out, program, summary, table, ARRAY_SIZE(table), scope);
+}

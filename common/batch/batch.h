@@ -1,0 +1,120 @@
+/*
+ * batch.h - the domain's entry points: create a batch (creator), process a
+ * task (worker), and the read side (status, retry, cancel).
+ *
+ * The domain talks only to the ports (store, queue, blob, provider); the
+ * binaries build the adapters and hand them over in a struct batch_env.
+ */
+#ifndef BATCH_BATCH_H
+#define BATCH_BATCH_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include <jansson.h>
+
+#include "batch/lang.h"
+#include "batch/model.h"
+#include "blob/blob.h"
+#include "core/backoff.h"
+#include "core/error.h"
+#include "providers/provider.h"
+#include "queue/queue.h"
+#include "store/store.h"
+
+struct batch_config {
+    int64_t max_images;
+    bool allow_insecure_urls;
+    int64_t fanout_unit;       /* batches larger than this enqueue fan-out tasks */
+    int shards;                /* counter shards per batch (capped by the batch size) */
+    int64_t lease_s;           /* how long one attempt holds an item */
+    struct retry_config retry; /* the queue's retry config, to know the final attempt */
+    int64_t default_item_ms;   /* assumed duration before any item finished (ETA) */
+    int64_t poll_initial_ms;   /* first poll of an asynchronous job after this */
+    int64_t poll_max_ms;       /* polls slow down up to this interval */
+    int64_t poll_deadline_s;   /* a job still running after this fails as timed out */
+    int64_t output_max_bytes;  /* largest provider output accepted */
+};
+
+/* A provider serving one batch type. */
+struct provider_route {
+    const char *type; /* "virtual-staging" */
+    struct provider *provider;
+};
+
+struct batch_env {
+    struct store *store;
+    struct queue *queue;
+    struct blob *blob;
+    const struct provider_route *providers; /* n_providers entries */
+    size_t n_providers;
+    const struct batch_config *cfg;
+    int64_t (*now)(void); /* µs; time_now_us unless a test injects a clock */
+};
+
+/* ---- creator ------------------------------------------------------------ */
+
+struct create_result {
+    struct batch batch; /* the batch created (or found again) */
+    bool replayed;      /* an Idempotency-Key matched an earlier request */
+    bool dry_run;       /* nothing was written */
+};
+
+/*
+ * POST /api/batch/create: validates body, writes the batch and its items,
+ * enqueues the work and moves the batch to processing. With an idempotency
+ * key, a repeated request returns the first batch (resuming its creation if
+ * it was interrupted); the same key with another body is ST_CONFLICT
+ * (idempotency_key_reused). Errors carry localized messages and stable codes.
+ */
+enum status batch_create(const struct batch_env *env, const json_t *body,
+                         const char *idempotency_key, enum lang lang, struct create_result *out,
+                         struct error *err);
+void create_result_release(struct create_result *r);
+
+/* ---- worker ------------------------------------------------------------- */
+
+struct push_meta {
+    const char *task_name;
+    int64_t retry_count;     /* X-CloudTasks-TaskRetryCount */
+    int64_t execution_count; /* X-CloudTasks-TaskExecutionCount */
+};
+
+struct task_reply {
+    int http_status;   /* 200 done, 503/429 retry, 400 bad task */
+    int retry_after_s; /* with 429/503 */
+    char outcome[32];  /* for logs and metrics: completed, failed, ignored, retry, ... */
+    char message[256];
+};
+
+/*
+ * POST /api/batch/worker: handles one task body. Never answers 2xx before
+ * the store holds the outcome; answers 503 (or 429 + Retry-After) for
+ * transient failures so the queue retries; records the failure and a dead
+ * letter on the final attempt.
+ */
+void batch_handle_task(const struct batch_env *env, const char *body, size_t len,
+                       const struct push_meta *meta, struct task_reply *reply);
+
+/* ---- read side and operations ------------------------------------------ */
+
+/*
+ * Builds the seed-shaped status document of a batch (new reference):
+ * batchId, status, progress, totalImages, processedImages, successCount,
+ * failureCount, cancelledCount, createdAt, estimatedCompletion, images[...]
+ * and paging fields. q filters the images listed.
+ */
+enum status batch_status_json(const struct batch_env *env, const char *batch_id,
+                              const struct item_query *q, enum lang lang, json_t **out,
+                              struct error *err);
+
+/* Re-drives the failed items of a batch (manual retry). */
+enum status batch_retry(const struct batch_env *env, const char *batch_id, enum lang lang,
+                        json_t **out, struct error *err);
+
+/* ETA in µs since the epoch, or 0 when unknown or finished. */
+int64_t batch_eta(const struct batch *b, const struct batch_counts *c, int64_t now,
+                  int64_t default_item_ms);
+
+#endif

@@ -1,0 +1,562 @@
+/*
+ * process.c - the worker's use case: one task, at least once.
+ *
+ * Rules (DESIGN.md section 7): never answer 2xx before the store holds the
+ * outcome; never call a provider for an item whose outcome is stored or
+ * whose job exists; transient failures answer 503/429 so the queue retries,
+ * except on the final attempt, which records the failure and a dead letter;
+ * permanent failures are recorded and answered 200. The terminal transition
+ * and the counter move together in store_item_finish(), so a duplicated
+ * push can never count twice.
+ */
+#include <stdio.h>
+#include <string.h>
+
+#include "batch/batch.h"
+#include "batch/tasks.h"
+#include "core/id.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/timeutil.h"
+#include "core/util.h"
+
+struct ctx {
+    const struct batch_env *env;
+    const struct push_meta *meta;
+    struct task_reply *reply;
+    struct task_body task;
+    struct batch batch;
+    struct item item;
+};
+
+static void reply_set(struct task_reply *r, int http, const char *outcome, const char *fmt, ...)
+    __attribute__((format(printf, 4, 5)));
+
+static void reply_set(struct task_reply *r, int http, const char *outcome, const char *fmt, ...)
+{
+    va_list ap;
+
+    r->http_status = http;
+    str_copy(r->outcome, sizeof(r->outcome), outcome);
+    va_start(ap, fmt);
+    vsnprintf(r->message, sizeof(r->message), fmt, ap);
+    va_end(ap);
+}
+
+/* A store failure: the queue retries the task later. */
+static void reply_store_error(struct ctx *c, const struct error *err)
+{
+    reply_set(c->reply, 503, "retry", "store: %s", err->message);
+    c->reply->retry_after_s = 0;
+}
+
+static void count_item(const struct ctx *c, const char *provider, const char *outcome)
+{
+    const char *labels[] = {c->batch.type, provider, outcome};
+
+    /* Declaring is idempotent and cheap next to a provider call. */
+    metric_add(metric_counter("batch_items_total", "item outcomes by type and provider",
+                              "type,provider,outcome"),
+               labels, 1);
+}
+
+static struct provider *provider_for(const struct batch_env *env, const char *type)
+{
+    size_t i;
+
+    for (i = 0; i < env->n_providers; i++)
+        if (strcmp(env->providers[i].type, type) == 0)
+            return env->providers[i].provider;
+    return NULL;
+}
+
+static struct provider *provider_named(const struct batch_env *env, const char *name)
+{
+    size_t i;
+
+    for (i = 0; i < env->n_providers; i++)
+        if (strcmp(env->providers[i].provider->name, name) == 0)
+            return env->providers[i].provider;
+    return NULL;
+}
+
+static bool final_attempt(const struct ctx *c)
+{
+    double elapsed = 0;
+
+    if (c->item.started_at > 0)
+        elapsed = (double)(c->env->now() - c->item.started_at) / 1e6;
+    return !backoff_should_retry(&c->env->cfg->retry, (int)c->meta->retry_count + 1, elapsed);
+}
+
+/* Called after a terminal transition was applied: the completion check of invariant 3. */
+static void check_completion(struct ctx *c)
+{
+    enum batch_status final = BATCH_PROCESSING;
+    struct error err;
+    bool won = false;
+
+    if (store_try_complete(c->env->store, c->batch.id, c->task.generation, c->env->now(), &won,
+                           &final, &err) != ST_OK) {
+        /* Not fatal: the next finished item, or a reconciler, completes the batch. The
+         * last item's own retry would not help since its outcome is stored. */
+        log_warn("cannot check completion of batch %s: %s", c->batch.id, err.message);
+        return;
+    }
+    if (won)
+        log_write(LOG_NOTICE,
+                  json_pack("{s:s, s:I}", "status", batch_status_name(final), "generation",
+                            (json_int_t)c->task.generation),
+                  "batch %s finished: %s", c->batch.id, batch_status_name(final));
+}
+
+static enum status finish(struct ctx *c, const struct item_outcome *o, bool *applied)
+{
+    struct error err;
+    enum status st;
+
+    st = store_item_finish(c->env->store, c->batch.id, c->item.id, c->task.generation,
+                           item_shard(c->item.id, c->batch.shards), o, applied, &err);
+    if (st != ST_OK) {
+        reply_store_error(c, &err);
+        return st;
+    }
+    if (*applied)
+        check_completion(c);
+    return ST_OK;
+}
+
+static const char *extension_for(const char *content_type)
+{
+    if (str_starts_with(content_type, "image/png"))
+        return ".png";
+    if (str_starts_with(content_type, "image/jpeg"))
+        return ".jpg";
+    if (str_starts_with(content_type, "image/webp"))
+        return ".webp";
+    if (str_starts_with(content_type, "video/mp4"))
+        return ".mp4";
+    return ".bin";
+}
+
+/* Output bytes -> blob -> terminal transition. */
+static void complete_with_output(struct ctx *c, struct provider *p, struct provider_output *po,
+                                 int64_t duration_ms)
+{
+    struct item_result result;
+    struct item_outcome o;
+    struct error err;
+    enum status st;
+    bool applied = false;
+
+    memset(&result, 0, sizeof(result));
+    snprintf(result.key, sizeof(result.key), "results/%s/%s-g%lld%s", c->batch.id, c->item.id,
+             (long long)c->task.generation, extension_for(po->content_type));
+    str_copy(result.content_type, sizeof(result.content_type),
+             po->content_type[0] ? po->content_type : "application/octet-stream");
+    result.bytes = (int64_t)po->data.len;
+    str_copy(result.provider, sizeof(result.provider), p->name);
+    st = blob_put(c->env->blob, result.key, po->data.data, po->data.len, result.content_type, &err);
+    if (st != ST_OK && st != ST_ALREADY_EXISTS) {
+        /* The provider was paid; keep the lease so nobody calls it again until the queue
+         * retries, and say why. The retry calls the provider again only after the lease. */
+        reply_set(c->reply, 503, "retry", "cannot store output: %s", err.message);
+        return;
+    }
+    memset(&o, 0, sizeof(o));
+    o.status = ITEM_COMPLETED;
+    o.result = &result;
+    o.duration_ms = duration_ms;
+    o.now = c->env->now();
+    if (finish(c, &o, &applied) != ST_OK)
+        return;
+    count_item(c, p->name, applied ? "completed" : "duplicate");
+    reply_set(c->reply, 200, applied ? "completed" : "duplicate", "item %s completed", c->item.id);
+}
+
+static void fail_item(struct ctx *c, const char *provider, const char *code, const char *message,
+                      bool retryable, bool dead_letter)
+{
+    struct item_outcome o;
+    bool applied = false;
+
+    memset(&o, 0, sizeof(o));
+    o.status = ITEM_FAILED;
+    o.error_code = code;
+    o.error_message = message;
+    o.retryable = retryable;
+    o.now = c->env->now();
+    if (dead_letter) {
+        struct dead_letter dl = {c->batch.id, c->item.id, c->task.generation,
+                                 code,        message,    c->item.attempts,
+                                 NULL,        o.now};
+        struct error err;
+
+        /* Before the terminal write: if this fails, the retry still finds the item open. */
+        if (store_put_dead_letter(c->env->store, &dl, &err) != ST_OK) {
+            reply_store_error(c, &err);
+            return;
+        }
+    }
+    if (finish(c, &o, &applied) != ST_OK)
+        return;
+    count_item(c, provider, applied ? "failed" : "duplicate");
+    log_write(LOG_WARNING,
+              json_pack("{s:s, s:s, s:b, s:I}", "code", code, "provider", provider, "deadLetter",
+                        dead_letter, "attempt", (json_int_t)c->item.attempts),
+              "item %s of batch %s failed: %s", c->item.id, c->batch.id, message);
+    reply_set(c->reply, 200, applied ? "failed" : "duplicate", "item %s failed: %s", c->item.id,
+              message);
+}
+
+static void cancel_item(struct ctx *c)
+{
+    struct item_outcome o;
+    bool applied = false;
+
+    memset(&o, 0, sizeof(o));
+    o.status = ITEM_CANCELLED;
+    o.error_code = "batch_cancelled";
+    o.error_message = "batch cancelled";
+    o.now = c->env->now();
+    if (finish(c, &o, &applied) != ST_OK)
+        return;
+    reply_set(c->reply, 200, "cancelled", "batch %s is cancelled", c->batch.id);
+}
+
+/* Schedules poll number n of the item's job. */
+static enum status schedule_poll(struct ctx *c, int64_t n, struct error *err)
+{
+    const struct batch_config *cfg = c->env->cfg;
+    struct task_body t = c->task;
+    struct task_spec spec;
+    char body[TASK_BODY_MAX];
+    double delay = (double)cfg->poll_initial_ms;
+    enum status st;
+    int64_t i;
+
+    for (i = 1; i < n && delay < (double)cfg->poll_max_ms; i++)
+        delay *= 1.5;
+    if (delay > (double)cfg->poll_max_ms)
+        delay = (double)cfg->poll_max_ms;
+    delay *= 0.8 + 0.4 * random_unit(); /* +-20% jitter spreads polls of a batch apart */
+    t.kind = TASK_POLL;
+    t.poll = n;
+    task_spec_for(&t, c->env->now() + (int64_t)(delay * 1000), body, &spec);
+    st = queue_enqueue(c->env->queue, &spec, err);
+    return st == ST_ALREADY_EXISTS ? ST_OK : st;
+}
+
+static void on_transient(struct ctx *c, struct provider *p, const struct provider_output *po)
+{
+    struct error err;
+
+    if (final_attempt(c)) {
+        fail_item(c, p->name, po->error_code, po->error_message, true, true);
+        return;
+    }
+    if (store_item_release_lease(c->env->store, c->batch.id, c->item.id, c->task.generation,
+                                 po->error_code, po->error_message, c->env->now(), &err) != ST_OK)
+        log_warn("cannot release item %s: %s", c->item.id, err.message);
+    count_item(c, p->name, "retry");
+    reply_set(c->reply, po->retry_after_s > 0 ? 429 : 503, "retry", "%s", po->error_message);
+    c->reply->retry_after_s = po->retry_after_s;
+}
+
+static void handle_output(struct ctx *c, struct provider *p, struct provider_output *po,
+                          int64_t started_us)
+{
+    int64_t duration_ms = (time_mono_us() - started_us) / 1000;
+    struct error err;
+
+    switch (po->outcome) {
+    case PROVIDER_DONE:
+        complete_with_output(c, p, po, duration_ms);
+        return;
+    case PROVIDER_STARTED:
+    case PROVIDER_RUNNING:
+        if (!po->job_id[0]) {
+            fail_item(c, p->name, "provider_protocol", "provider started a job without an id",
+                      false, false);
+            return;
+        }
+        /* The job id is stored before anything else can fail: a second submit would be
+         * a second bill. */
+        if (store_item_set_job(c->env->store, c->batch.id, c->item.id, c->task.generation, p->name,
+                               po->job_id, 0, c->env->now(), &err) != ST_OK) {
+            log_error("job %s of item %s submitted but not recorded: %s", po->job_id, c->item.id,
+                      err.message);
+            reply_store_error(c, &err);
+            return;
+        }
+        if (schedule_poll(c, 1, &err) != ST_OK) {
+            reply_set(c->reply, 503, "retry", "cannot schedule poll: %s", err.message);
+            return;
+        }
+        reply_set(c->reply, 200, "started", "job %s started", po->job_id);
+        return;
+    case PROVIDER_TRANSIENT:
+        on_transient(c, p, po);
+        return;
+    case PROVIDER_PERMANENT:
+        fail_item(c, p->name, po->error_code[0] ? po->error_code : "provider_error",
+                  po->error_message, false, false);
+        return;
+    }
+}
+
+static enum status load_batch(struct ctx *c)
+{
+    struct error err;
+    enum status st = store_get_batch(c->env->store, c->task.batch_id, &c->batch, &err);
+
+    if (st == ST_NOT_FOUND)
+        reply_set(c->reply, 200, "dropped", "batch %s does not exist", c->task.batch_id);
+    else if (st != ST_OK)
+        reply_store_error(c, &err);
+    return st;
+}
+
+static void process_item(struct ctx *c)
+{
+    const struct batch_config *cfg = c->env->cfg;
+    struct provider_output po;
+    struct provider_input in;
+    struct provider *p;
+    enum item_begin begin;
+    struct error err;
+    int64_t t0;
+    int tries;
+
+    if (load_batch(c) != ST_OK)
+        return;
+    if (c->batch.status == BATCH_FAILED || c->batch.status == BATCH_CREATING) {
+        /* creating: the batch is being written; the queue retries shortly. */
+        if (c->batch.status == BATCH_CREATING)
+            reply_set(c->reply, 503, "retry", "batch %s is still being created", c->batch.id);
+        else
+            reply_set(c->reply, 200, "ignored", "batch %s failed", c->batch.id);
+        return;
+    }
+    for (tries = 0;; tries++) {
+        if (store_item_begin(c->env->store, c->batch.id, c->task.item_id, c->task.generation,
+                             c->env->now(), cfg->lease_s * 1000000, &begin, &c->item,
+                             &err) != ST_OK) {
+            reply_store_error(c, &err);
+            return;
+        }
+        if (begin != BEGIN_LEASED || tries > 0 || !final_attempt(c))
+            break;
+        /* The final attempt must not give up on a leased item: if its holder died, nothing
+         * else would ever finish it. Wait for the lease, then look again. */
+        {
+            int64_t wait_ms = (c->item.lease_until - c->env->now()) / 1000 + 1000;
+
+            if (wait_ms > 0 && wait_ms < 300000)
+                time_sleep_ms(wait_ms);
+            item_release(&c->item);
+        }
+    }
+    switch (begin) {
+    case BEGIN_TERMINAL:
+        reply_set(c->reply, 200, "duplicate", "item %s is already %s", c->item.id,
+                  item_status_name(c->item.status));
+        return;
+    case BEGIN_STALE:
+        reply_set(c->reply, 200, "stale", "task of generation %lld, item is at %lld",
+                  (long long)c->task.generation, (long long)c->item.generation);
+        return;
+    case BEGIN_LEASED: {
+        int64_t left = (c->item.lease_until - c->env->now()) / 1000000 + 1;
+
+        reply_set(c->reply, 503, "busy", "item %s is being processed", c->item.id);
+        c->reply->retry_after_s = (int)(left > 60 ? 60 : left < 1 ? 1 : left);
+        return;
+    }
+    case BEGIN_HAS_JOB:
+        /* A redelivered submit of an async item: make sure its polling goes on. */
+        if (schedule_poll(c, c->item.polls + 1, &err) != ST_OK)
+            reply_set(c->reply, 503, "retry", "cannot schedule poll: %s", err.message);
+        else
+            reply_set(c->reply, 200, "polling", "item %s has job %s", c->item.id,
+                      c->item.provider_job_id);
+        return;
+    case BEGIN_STARTED:
+        break;
+    }
+    log_context_add_str("itemId", c->item.id);
+    log_context_add("attempt", json_integer(c->item.attempts));
+    if (c->batch.status == BATCH_CANCELLED) {
+        cancel_item(c);
+        return;
+    }
+    p = provider_for(c->env, c->batch.type);
+    if (!p) {
+        fail_item(c, "none", "provider_not_configured", "no provider serves this type", false,
+                  false);
+        return;
+    }
+    memset(&in, 0, sizeof(in));
+    in.batch_id = c->batch.id;
+    in.item_id = c->item.id;
+    in.type = c->batch.type;
+    in.image_url = c->item.url;
+    in.metadata = c->item.metadata;
+    in.options = c->batch.options;
+    provider_output_init(&po, (size_t)c->env->cfg->output_max_bytes);
+    t0 = time_mono_us();
+    if (p->submit(p, &in, &po) != ST_OK && po.outcome == PROVIDER_DONE)
+        provider_output_fail(&po, PROVIDER_TRANSIENT, "provider_error", "%s submit failed",
+                             p->name);
+    handle_output(c, p, &po, t0);
+    provider_output_release(&po);
+}
+
+static void process_poll(struct ctx *c)
+{
+    struct provider_output po;
+    struct provider *p;
+    struct error err;
+    int64_t t0;
+    enum status st;
+
+    if (load_batch(c) != ST_OK)
+        return;
+    st = store_get_item(c->env->store, c->batch.id, c->task.item_id, &c->item, &err);
+    if (st == ST_NOT_FOUND) {
+        reply_set(c->reply, 200, "dropped", "item %s does not exist", c->task.item_id);
+        return;
+    }
+    if (st != ST_OK) {
+        reply_store_error(c, &err);
+        return;
+    }
+    if (item_status_is_terminal(c->item.status) || c->item.generation != c->task.generation ||
+        c->item.status != ITEM_POLLING || !c->item.provider_job_id[0]) {
+        reply_set(c->reply, 200, "ignored", "item %s is %s", c->item.id,
+                  item_status_name(c->item.status));
+        return;
+    }
+    log_context_add_str("itemId", c->item.id);
+    log_context_add_str("providerJobId", c->item.provider_job_id);
+    /* The item records which provider holds its job (a fallback may differ from the type). */
+    p = provider_named(c->env, c->item.provider);
+    if (!p || !p->poll) {
+        fail_item(c, c->item.provider, "provider_not_configured",
+                  "the provider of this job is not configured", false, false);
+        return;
+    }
+    if (c->batch.status == BATCH_CANCELLED) {
+        if (p->cancel && p->cancel(p, c->item.provider_job_id, &err) != ST_OK)
+            log_warn("cannot cancel job %s: %s", c->item.provider_job_id, err.message);
+        cancel_item(c);
+        return;
+    }
+    provider_output_init(&po, (size_t)c->env->cfg->output_max_bytes);
+    t0 = time_mono_us();
+    p->poll(p, c->item.provider_job_id, &po);
+    if (po.outcome == PROVIDER_RUNNING || po.outcome == PROVIDER_STARTED) {
+        int64_t polls = c->task.poll > c->item.polls ? c->task.poll : c->item.polls;
+        int64_t interval = c->env->cfg->poll_max_ms;
+        int64_t max_polls = c->env->cfg->poll_deadline_s * 1000 / (interval > 0 ? interval : 1);
+
+        if (polls >= max_polls + 5) {
+            if (p->cancel && p->cancel(p, c->item.provider_job_id, &err) != ST_OK)
+                log_warn("cannot cancel job %s: %s", c->item.provider_job_id, err.message);
+            fail_item(c, p->name, "provider_timeout", "provider job did not finish in time", true,
+                      true);
+        } else if (store_item_set_job(c->env->store, c->batch.id, c->item.id, c->task.generation,
+                                      p->name, c->item.provider_job_id, polls, c->env->now(),
+                                      &err) != ST_OK) {
+            reply_store_error(c, &err);
+        } else if (schedule_poll(c, polls + 1, &err) != ST_OK) {
+            reply_set(c->reply, 503, "retry", "cannot schedule poll: %s", err.message);
+        } else {
+            reply_set(c->reply, 200, "polling", "job %s still running", c->item.provider_job_id);
+        }
+    } else if (po.outcome == PROVIDER_TRANSIENT && !final_attempt(c)) {
+        reply_set(c->reply, po.retry_after_s > 0 ? 429 : 503, "retry", "%s", po.error_message);
+        c->reply->retry_after_s = po.retry_after_s;
+    } else {
+        handle_output(c, p, &po, t0);
+    }
+    provider_output_release(&po);
+}
+
+static void process_fanout(struct ctx *c)
+{
+    int64_t n = c->task.end - c->task.start, i;
+    struct task_spec *specs;
+    char(*bodies)[TASK_BODY_MAX];
+    enum status *results;
+    struct error err;
+
+    if (load_batch(c) != ST_OK)
+        return;
+    if (c->batch.generation != c->task.generation || batch_status_is_terminal(c->batch.status)) {
+        reply_set(c->reply, 200, "ignored", "batch %s is %s", c->batch.id,
+                  batch_status_name(c->batch.status));
+        return;
+    }
+    if (c->task.end > c->batch.total) {
+        reply_set(c->reply, 200, "dropped", "range beyond the batch's %lld items",
+                  (long long)c->batch.total);
+        return;
+    }
+    specs = xcalloc((size_t)n, sizeof(*specs));
+    bodies = xcalloc((size_t)n, sizeof(*bodies));
+    results = xcalloc((size_t)n, sizeof(*results));
+    for (i = 0; i < n; i++) {
+        struct task_body t;
+
+        memset(&t, 0, sizeof(t));
+        t.kind = TASK_ITEM;
+        str_copy(t.batch_id, sizeof(t.batch_id), c->batch.id);
+        t.generation = c->task.generation;
+        item_id_for_index(c->batch.id, c->task.start + i, t.item_id);
+        task_spec_for(&t, 0, bodies[i], &specs[i]);
+    }
+    if (queue_enqueue_many(c->env->queue, specs, (size_t)n, results, &err) != ST_OK)
+        reply_set(c->reply, 503, "retry", "fan-out incomplete: %s", err.message);
+    else
+        reply_set(c->reply, 200, "fanned_out", "enqueued items %lld..%lld",
+                  (long long)c->task.start, (long long)c->task.end - 1);
+    free(results);
+    free(bodies);
+    free(specs);
+}
+
+void batch_handle_task(const struct batch_env *env, const char *body, size_t len,
+                       const struct push_meta *meta, struct task_reply *reply)
+{
+    struct ctx c;
+    struct error err;
+
+    memset(reply, 0, sizeof(*reply));
+    memset(&c, 0, sizeof(c));
+    c.env = env;
+    c.meta = meta;
+    c.reply = reply;
+    batch_init(&c.batch);
+    item_init(&c.item);
+    if (task_body_decode(body, len, &c.task, &err) != ST_OK) {
+        /* A task that can never be understood must not be retried forever. */
+        reply_set(reply, 200, "rejected", "invalid task: %s", err.message);
+        return;
+    }
+    log_context_add_str("batchId", c.task.batch_id);
+    log_context_add_str("taskKind", task_kind_name(c.task.kind));
+    switch (c.task.kind) {
+    case TASK_ITEM:
+        process_item(&c);
+        break;
+    case TASK_POLL:
+        process_poll(&c);
+        break;
+    case TASK_FANOUT:
+        process_fanout(&c);
+        break;
+    }
+    item_release(&c.item);
+    batch_release(&c.batch);
+}

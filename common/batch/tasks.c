@@ -1,0 +1,145 @@
+#include "batch/tasks.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#include "core/json.h"
+#include "core/util.h"
+
+const char *task_kind_name(enum task_kind k)
+{
+    switch (k) {
+    case TASK_ITEM:
+        return "item";
+    case TASK_POLL:
+        return "poll";
+    case TASK_FANOUT:
+        return "fanout";
+    }
+    return "unknown";
+}
+
+void task_body_encode(const struct task_body *t, char out[TASK_BODY_MAX])
+{
+    json_t *j = json_pack("{s:s, s:s, s:I}", "kind", task_kind_name(t->kind), "batchId",
+                          t->batch_id, "generation", (json_int_t)t->generation);
+    char *text;
+
+    if (t->kind != TASK_FANOUT)
+        json_object_set_new(j, "itemId", json_string(t->item_id));
+    if (t->kind == TASK_POLL)
+        json_object_set_new(j, "poll", json_integer(t->poll));
+    if (t->kind == TASK_FANOUT) {
+        json_object_set_new(j, "start", json_integer(t->start));
+        json_object_set_new(j, "end", json_integer(t->end));
+    }
+    text = json_dump_compact(j);
+    if (!str_copy(out, TASK_BODY_MAX, text))
+        BUG("task body longer than %d bytes", TASK_BODY_MAX);
+    free(text);
+    json_decref(j);
+}
+
+static bool id_chars_ok(const char *s)
+{
+    for (; *s; s++)
+        if (!((*s >= 'a' && *s <= 'z') || (*s >= 'A' && *s <= 'Z') || (*s >= '0' && *s <= '9') ||
+              *s == '-' || *s == '_'))
+            return false;
+    return true;
+}
+
+enum status task_body_decode(const char *data, size_t len, struct task_body *out, struct error *err)
+{
+    json_t *j;
+    const char *kind = NULL, *batch = NULL, *item = NULL;
+    int64_t v;
+    enum status st;
+
+    memset(out, 0, sizeof(*out));
+    if (len > TASK_BODY_MAX)
+        return error_set(err, ST_INVALID, "invalid_task", "task body longer than %d bytes",
+                         TASK_BODY_MAX);
+    j = json_parse(data, len, err);
+    if (!j) {
+        if (err)
+            str_copy(err->code, sizeof(err->code), "invalid_task");
+        return ST_INVALID;
+    }
+    if ((st = json_get_string(j, "kind", JSON_REQUIRED, &kind, err)) != ST_OK ||
+        (st = json_get_string(j, "batchId", JSON_REQUIRED, &batch, err)) != ST_OK ||
+        (st = json_get_int(j, "generation", JSON_REQUIRED, 1, INT32_MAX, &out->generation, err)) !=
+            ST_OK)
+        goto bad;
+    if (strcmp(kind, "item") == 0)
+        out->kind = TASK_ITEM;
+    else if (strcmp(kind, "poll") == 0)
+        out->kind = TASK_POLL;
+    else if (strcmp(kind, "fanout") == 0)
+        out->kind = TASK_FANOUT;
+    else {
+        st = error_set(err, ST_INVALID, NULL, "unknown task kind \"%.32s\"", kind);
+        goto bad;
+    }
+    if (!id_chars_ok(batch) || !str_copy(out->batch_id, sizeof(out->batch_id), batch) || !*batch) {
+        st = error_set(err, ST_INVALID, NULL, "invalid batchId");
+        goto bad;
+    }
+    if (out->kind != TASK_FANOUT) {
+        if ((st = json_get_string(j, "itemId", JSON_REQUIRED, &item, err)) != ST_OK)
+            goto bad;
+        if (!id_chars_ok(item) || !*item || !str_copy(out->item_id, sizeof(out->item_id), item)) {
+            st = error_set(err, ST_INVALID, NULL, "invalid itemId");
+            goto bad;
+        }
+    }
+    if (out->kind == TASK_POLL &&
+        (st = json_get_int(j, "poll", JSON_REQUIRED, 1, 1000000, &out->poll, err)) != ST_OK)
+        goto bad;
+    if (out->kind == TASK_FANOUT) {
+        if ((st = json_get_int(j, "start", JSON_REQUIRED, 0, 10000000, &out->start, err)) !=
+                ST_OK ||
+            (st = json_get_int(j, "end", JSON_REQUIRED, 1, 10000000, &v, err)) != ST_OK)
+            goto bad;
+        out->end = v;
+        if (out->end <= out->start) {
+            st = error_set(err, ST_INVALID, NULL, "fanout range [%lld, %lld) is empty",
+                           (long long)out->start, (long long)out->end);
+            goto bad;
+        }
+    }
+    json_decref(j);
+    return ST_OK;
+bad:
+    json_decref(j);
+    if (err)
+        str_copy(err->code, sizeof(err->code), "invalid_task");
+    return st;
+}
+
+void task_spec_for(const struct task_body *t, int64_t schedule_time, char body_buf[TASK_BODY_MAX],
+                   struct task_spec *spec)
+{
+    char key[256];
+
+    switch (t->kind) {
+    case TASK_ITEM:
+        snprintf(key, sizeof(key), "i-%s-%s-g%lld", t->batch_id, t->item_id,
+                 (long long)t->generation);
+        break;
+    case TASK_POLL:
+        snprintf(key, sizeof(key), "p-%s-%s-g%lld-%lld", t->batch_id, t->item_id,
+                 (long long)t->generation, (long long)t->poll);
+        break;
+    case TASK_FANOUT:
+        snprintf(key, sizeof(key), "f-%s-g%lld-%lld", t->batch_id, (long long)t->generation,
+                 (long long)t->start);
+        break;
+    }
+    memset(spec, 0, sizeof(*spec));
+    queue_task_name(key, spec->name);
+    task_body_encode(t, body_buf);
+    spec->body = body_buf;
+    spec->body_len = strlen(body_buf);
+    spec->schedule_time = schedule_time;
+}
