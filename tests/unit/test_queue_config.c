@@ -1,0 +1,84 @@
+#include <string.h>
+
+#include "check_main.h"
+#include "queue/queue_config.h"
+
+START_TEST(parses_the_shipped_definition)
+{
+    struct queue_config qc;
+    struct error err;
+
+    ck_assert_msg(queue_config_load(SOURCE_DIR "/deploy/queue.json", &qc, &err) == ST_OK, "%s",
+                  err.message);
+    ck_assert_str_eq(qc.name, "batch-processing-queue");
+    ck_assert_double_eq(qc.max_dispatches_per_second, 60);
+    ck_assert_int_eq(qc.max_concurrent_dispatches, 100);
+    ck_assert_int_eq(qc.retry.max_attempts, 5);
+    ck_assert_double_eq(qc.retry.max_retry_duration, 3600);
+    ck_assert_double_eq(qc.retry.min_backoff, 10);
+    ck_assert_double_eq(qc.retry.max_backoff, 300);
+    ck_assert_int_eq(qc.retry.max_doublings, 4);
+    ck_assert_double_eq(qc.dispatch_deadline_s, 600);
+}
+END_TEST
+
+START_TEST(defaults_fill_gaps)
+{
+    struct queue_config qc;
+    struct error err;
+
+    ck_assert_int_eq(queue_config_parse("{}", 2, &qc, &err), ST_OK);
+    ck_assert_int_eq(qc.retry.max_attempts, 100);
+    ck_assert_double_eq(qc.retry.min_backoff, 0.1);
+    ck_assert_int_eq(qc.max_concurrent_dispatches, 1000);
+}
+END_TEST
+
+static const struct {
+    const char *text;
+    const char *message;
+} bad[] = {
+    {"{\"retryConfig\":{\"minBackoff\":\"10\"}}", "must be a duration"},
+    {"{\"retryConfig\":{\"minBackoff\":\"10s\",\"maxBackoff\":\"1s\"}}", "below"},
+    {"{\"retryConfig\":{\"maxAttempts\":0}}", "cannot be 0"},
+    {"{\"rateLimits\":{\"maxDispatchesPerSecond\":501}}", "maxDispatchesPerSecond"},
+    {"{\"rateLimits\":{\"maxConcurrentDispatches\":0}}", "maxConcurrentDispatches"},
+    {"{\"dispatchDeadline\":\"5s\"}", "dispatchDeadline"},
+    {"[", "malformed json"},
+};
+
+START_TEST(rejects)
+{
+    struct queue_config qc;
+    struct error err;
+
+    ck_assert_int_eq(queue_config_parse(bad[_i].text, strlen(bad[_i].text), &qc, &err), ST_INVALID);
+    ck_assert_msg(strstr(err.message, bad[_i].message) != NULL, "%s", err.message);
+}
+END_TEST
+
+START_TEST(durations)
+{
+    double d;
+
+    ck_assert(duration_parse("0.100s", &d));
+    ck_assert_double_eq(d, 0.1);
+    ck_assert(duration_parse("600s", &d));
+    ck_assert(!duration_parse("600", &d));
+    ck_assert(!duration_parse("s", &d));
+    ck_assert(!duration_parse("-1s", &d));
+}
+END_TEST
+
+static Suite *suite(void)
+{
+    Suite *s = suite_create("queue_config");
+    TCase *tc = tcase_create("config");
+
+    tcase_add_test(tc, parses_the_shipped_definition);
+    tcase_add_test(tc, defaults_fill_gaps);
+    tcase_add_loop_test(tc, rejects, 0, sizeof(bad) / sizeof(bad[0]));
+    tcase_add_test(tc, durations);
+    suite_add_tcase(s, tc);
+    return s;
+}
