@@ -1,0 +1,215 @@
+/*
+ * routes.c - the partner API (DESIGN.md section 6) over the batch domain.
+ * Handlers translate HTTP to domain calls and back; no business logic here.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "app/runtime.h"
+#include "batch/batch.h"
+#include "core/json.h"
+#include "core/log.h"
+#include "core/timeutil.h"
+#include "core/util.h"
+#include "creator.h"
+
+struct creator {
+    const struct settings *settings;
+    struct runtime rt;
+    struct batch_env env;
+};
+
+static enum lang request_lang(struct http_request *req)
+{
+    return lang_from_header(http_request_header(req, "Accept-Language"));
+}
+
+static void respond_error(struct http_response *resp, struct error *err)
+{
+    http_respond_error(resp, err);
+}
+
+static void create_batch(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct creator *c = ud;
+    enum lang lang = request_lang(req);
+    struct create_result res;
+    struct error err;
+    json_t *body;
+
+    if (batch_create(&c->env, http_request_json(req), http_request_header(req, "Idempotency-Key"),
+                     lang, &res, &err) != ST_OK) {
+        respond_error(resp, &err);
+        return;
+    }
+    body = json_pack("{s:b, s:s, s:I, s:s, s:f}", "success", 1, "batchId", res.batch.id,
+                     "totalImages", (json_int_t)res.batch.total, "type", res.batch.type,
+                     "costEstimate", res.batch.cost_estimate);
+    if (res.dry_run) {
+        json_object_del(body, "batchId");
+        json_object_set_new(body, "dryRun", json_true());
+        http_respond_json(resp, 200, body);
+    } else {
+        json_object_set_new(body, "statusUrl", json_sprintf("/api/batch/status/%s", res.batch.id));
+        json_object_set_new(body, "status", json_string(batch_status_name(res.batch.status)));
+        if (res.replayed) {
+            json_object_set_new(body, "replayed", json_true());
+            http_response_header(resp, "Idempotent-Replayed", "true");
+        }
+        log_write(LOG_INFO,
+                  json_pack("{s:s, s:I, s:s, s:b}", "batchId", res.batch.id, "totalImages",
+                            (json_int_t)res.batch.total, "type", res.batch.type, "replayed",
+                            res.replayed),
+                  "batch %s created with %lld images", res.batch.id, (long long)res.batch.total);
+        http_respond_json(resp, 201, body);
+    }
+    create_result_release(&res);
+}
+
+static bool query_int(struct http_request *req, const char *name, int64_t min, int64_t max,
+                      int64_t *out, enum lang lang, struct error *err)
+{
+    const char *v = http_request_query(req, name);
+    char why[128];
+
+    if (!v)
+        return true;
+    if (str_to_i64(v, min, max, out))
+        return true;
+    snprintf(why, sizeof(why), "%s must be an integer in [%lld, %lld]", name, (long long)min,
+             (long long)max);
+    lang_error(err, lang, ST_INVALID, "invalid_query", why);
+    return false;
+}
+
+static void batch_status(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct creator *c = ud;
+    enum lang lang = request_lang(req);
+    struct item_query q;
+    const char *status = http_request_query(req, "status");
+    int64_t limit = 100, offset = 0;
+    struct error err;
+    json_t *doc;
+
+    memset(&q, 0, sizeof(q));
+    if (!query_int(req, "limit", 1, 1000, &limit, lang, &err) ||
+        !query_int(req, "offset", 0, 10000000, &offset, lang, &err)) {
+        respond_error(resp, &err);
+        return;
+    }
+    if (status) {
+        if (!item_status_parse(status, &q.status)) {
+            lang_error(&err, lang, ST_INVALID, "invalid_query",
+                       "status must be pending, processing, polling, completed, failed or "
+                       "cancelled");
+            respond_error(resp, &err);
+            return;
+        }
+        q.has_status = true;
+    }
+    q.limit = (int)limit;
+    q.offset = offset;
+    q.page_token = http_request_query(req, "pageToken");
+    if (batch_status_json(&c->env, http_request_param(req, "batchId"), &q, lang, &doc, &err) !=
+        ST_OK) {
+        respond_error(resp, &err);
+        return;
+    }
+    http_respond_json(resp, 200, doc);
+}
+
+static void batch_retry_route(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct creator *c = ud;
+    struct error err;
+    json_t *doc;
+
+    if (batch_retry(&c->env, http_request_param(req, "batchId"), request_lang(req), &doc, &err) !=
+        ST_OK) {
+        respond_error(resp, &err);
+        return;
+    }
+    http_respond_json(resp, 200, doc);
+}
+
+/* GET /files/results/{batchId}/{file}: the file blob adapter's objects. */
+static void serve_file(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct creator *c = ud;
+    char key[BLOB_KEY_MAX], ct[128];
+    struct buf data;
+    struct error err;
+
+    if (!str_printf(key, sizeof(key), "results/%s/%s", http_request_param(req, "batchId"),
+                    http_request_param(req, "file")) ||
+        !blob_key_valid(key)) {
+        error_set(&err, ST_NOT_FOUND, NULL, "no such file");
+        respond_error(resp, &err);
+        return;
+    }
+    buf_init(&data, (size_t)c->settings->output_max_bytes);
+    if (blob_get(c->rt.blob, key, &data, ct, sizeof(ct), &err) != ST_OK) {
+        if (err.status != ST_NOT_FOUND)
+            log_error("cannot serve %s: %s", key, err.message);
+        respond_error(resp, &err);
+    } else {
+        http_response_header(resp, "Cache-Control", "public, max-age=86400, immutable");
+        http_respond_bytes(resp, 200, ct, data.data, data.len);
+    }
+    buf_release(&data);
+}
+
+static enum status creator_setup(const struct settings *s, struct http_server *srv, void **state,
+                                 struct error *err)
+{
+    struct creator *c = xcalloc(1, sizeof(*c));
+
+    c->settings = s;
+    if (runtime_open(s, &c->rt, err) != ST_OK) {
+        free(c);
+        return err->status ? err->status : ST_INVALID;
+    }
+    c->env.store = c->rt.store;
+    c->env.queue = c->rt.queue;
+    c->env.blob = c->rt.blob;
+    c->env.cfg = &c->rt.batch_config;
+    c->env.now = time_now_us;
+    if (s->allow_insecure_urls)
+        log_warn("ALLOW_INSECURE_URLS is on: http and private image URLs are accepted (local "
+                 "demo only)");
+    http_server_route(srv, "POST", "/api/batch/create", HTTP_ROUTE_JSON, create_batch, c);
+    http_server_route(srv, "GET", "/api/batch/status/{batchId}", 0, batch_status, c);
+    http_server_route(srv, "POST", "/api/batch/{batchId}/retry", 0, batch_retry_route, c);
+    if (strcmp(c->rt.blob->name, "fs") == 0)
+        http_server_route(srv, "GET", "/files/results/{batchId}/{file}", 0, serve_file, c);
+    *state = c;
+    return ST_OK;
+}
+
+static enum status creator_ready(void *state, struct error *err)
+{
+    struct creator *c = state;
+
+    return store_ping(c->rt.store, err);
+}
+
+static void creator_teardown(void *state)
+{
+    struct creator *c = state;
+
+    runtime_close(&c->rt);
+    free(c);
+}
+
+const struct service_def creator_service = {
+    "creator",
+    "The partner-facing batch API: validates batches, stores them, enqueues one task per "
+    "image, reports status and results.",
+    SCOPE_CREATOR,
+    creator_setup,
+    creator_ready,
+    NULL,
+    creator_teardown,
+};
