@@ -49,9 +49,15 @@ static bool v6_is_public(const uint8_t *b)
 
         return v4_is_public(a);
     }
-    if (b[0] == 0x64 && b[1] == 0xff && b[2] == 0x9b && memcmp(b + 3, zero, 9) == 0) {
+    if (b[0] == 0 && b[1] == 0x64 && b[2] == 0xff && b[3] == 0x9b && memcmp(b + 4, zero, 8) == 0) {
         /* 64:ff9b::/96 NAT64 embeds an IPv4 address too. */
         uint32_t a = (uint32_t)b[12] << 24 | (uint32_t)b[13] << 16 | (uint32_t)b[14] << 8 | b[15];
+
+        return v4_is_public(a);
+    }
+    if (b[0] == 0x20 && b[1] == 0x02) {
+        /* 2002::/16 6to4 embeds an IPv4 address after the prefix. */
+        uint32_t a = (uint32_t)b[2] << 24 | (uint32_t)b[3] << 16 | (uint32_t)b[4] << 8 | b[5];
 
         return v4_is_public(a);
     }
