@@ -403,6 +403,7 @@ static void process_item(struct ctx *c)
     in.image_url = c->item.url;
     in.metadata = c->item.metadata;
     in.options = c->batch.options;
+    in.attempt = (int)c->item.attempts;
     provider_output_init(&po, (size_t)c->env->cfg->output_max_bytes);
     t0 = time_mono_us();
     if (p->submit(p, &in, &po) != ST_OK && po.outcome == PROVIDER_DONE)

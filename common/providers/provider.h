@@ -42,6 +42,7 @@ struct provider_input {
     const char *image_url;  /* the partner's image */
     const json_t *metadata; /* the item's metadata (prompt...), may be NULL */
     const json_t *options;  /* the batch's options, may be NULL */
+    int attempt;            /* 1 for the first attempt at this item (caps model retries) */
 };
 
 struct provider_output {

@@ -1,0 +1,335 @@
+#include "harness.h"
+
+#include <arpa/inet.h>
+#include <check.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include "core/json.h"
+#include "core/timeutil.h"
+#include "core/util.h"
+
+/* A retry schedule fast enough for tests, with the production shape. */
+static const char *test_queue =
+    "{\"name\":\"test-queue\",\"rateLimits\":{\"maxDispatchesPerSecond\":500,"
+    "\"maxConcurrentDispatches\":50},\"retryConfig\":{\"maxAttempts\":5,"
+    "\"maxRetryDuration\":\"0s\",\"minBackoff\":\"0.1s\",\"maxBackoff\":\"1s\","
+    "\"maxDoublings\":3},\"dispatchDeadline\":\"30s\"}";
+
+static int free_port(void)
+{
+    struct sockaddr_in a;
+    socklen_t len = sizeof(a);
+    int fd = socket(AF_INET, SOCK_STREAM, 0), port;
+
+    ck_assert_int_ge(fd, 0);
+    memset(&a, 0, sizeof(a));
+    a.sin_family = AF_INET;
+    a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
+    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    port = ntohs(a.sin_port);
+    close(fd);
+    return port;
+}
+
+void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+
+    ck_assert_msg(f != NULL, "cannot write %s", path);
+    fputs(text, f);
+    fclose(f);
+}
+
+static void spawn(struct proc *p, const char *name, const char *bin, const char *dir,
+                  const char *const *env_common, const char *const *env_extra)
+{
+    pid_t pid;
+
+    str_copy(p->name, sizeof(p->name), name);
+    snprintf(p->log_path, sizeof(p->log_path), "%s/%s.log", dir, name);
+    pid = fork();
+    ck_assert_int_ge(pid, 0);
+    if (pid == 0) {
+        int fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
+        const char *const *e;
+
+        if (fd >= 0) {
+            dup2(fd, 1);
+            dup2(fd, 2);
+            close(fd);
+        }
+        for (e = env_common; e && *e; e++)
+            putenv((char *)*e);
+        for (e = env_extra; e && *e; e++)
+            putenv((char *)*e);
+        execl(bin, bin, (char *)NULL);
+        _exit(127);
+    }
+    p->pid = pid;
+}
+
+static void wait_healthy(struct stack *s, struct proc *p, int port)
+{
+    char url[96];
+    int64_t deadline = time_mono_ms() + 20000;
+
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/healthz", port);
+    while (time_mono_ms() < deadline) {
+        long status = 0;
+        json_t *j = http_json_call(s, "GET", url, NULL, NULL, &status);
+        int wstatus;
+
+        json_decref(j);
+        if (status == 200)
+            return;
+        if (waitpid(p->pid, &wstatus, WNOHANG) == p->pid) {
+            p->pid = 0;
+            ck_abort_msg("%s exited during start-up, see %s", p->name, p->log_path);
+        }
+        time_sleep_ms(50);
+    }
+    ck_abort_msg("%s did not answer /healthz, see %s", p->name, p->log_path);
+}
+
+/* Environment strings live as long as the stack (putenv keeps pointers). */
+static char env_store[64][512];
+static const char *env_common[65];
+
+static void build_env(struct stack *s)
+{
+    int n = 0;
+
+#define ADD(...) snprintf(env_store[n], sizeof(env_store[n]), __VA_ARGS__), env_common[n] = env_store[n], n++
+    ADD("DATA_DIR=%s/data", s->dir);
+    ADD("QUEUE_CONFIG=%s/queue.json", s->dir);
+    ADD("WORKER_URL=%s", s->worker_url);
+    ADD("PUBLIC_URL=%s", s->creator_url);
+    ADD("ALLOW_INSECURE_URLS=true");
+    ADD("BIND_ADDRESS=127.0.0.1");
+    ADD("LOG_LEVEL=INFO");
+    ADD("GEMINI_BASE_URL=%s", s->sim_url);
+    ADD("GEMINI_API_KEY=test-key");
+    ADD("SHUTDOWN_GRACE_MS=5000");
+    ADD("ITEM_LEASE_S=20");
+    ADD("PROVIDER_TIMEOUT_MS=10000");
+#undef ADD
+    env_common[n] = NULL;
+}
+
+static char port_env[3][32];
+
+void stack_start_worker(struct stack *s)
+{
+    const char *extra[16] = {port_env[1]};
+    int i = 1;
+
+    for (const char *const *e = s->opts.worker_env; e && *e && i < 15; e++)
+        extra[i++] = *e;
+    extra[i] = NULL;
+    spawn(&s->worker, "worker", WORKER_BIN, s->dir, env_common, extra);
+    wait_healthy(s, &s->worker, s->worker_port);
+}
+
+void stack_start_creator(struct stack *s)
+{
+    const char *extra[16] = {port_env[0]};
+    int i = 1;
+
+    for (const char *const *e = s->opts.creator_env; e && *e && i < 15; e++)
+        extra[i++] = *e;
+    extra[i] = NULL;
+    spawn(&s->creator, "creator", CREATOR_BIN, s->dir, env_common, extra);
+    wait_healthy(s, &s->creator, s->creator_port);
+}
+
+void stack_start(struct stack *s, const struct stack_opts *opts)
+{
+    char path[512];
+
+    memset(s, 0, sizeof(*s));
+    if (opts)
+        s->opts = *opts;
+    snprintf(s->dir, sizeof(s->dir), "/tmp/batchd-it.XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(s->dir));
+    s->creator_port = free_port();
+    s->worker_port = free_port();
+    s->sim_port = free_port();
+    snprintf(s->creator_url, sizeof(s->creator_url), "http://127.0.0.1:%d", s->creator_port);
+    snprintf(s->worker_url, sizeof(s->worker_url), "http://127.0.0.1:%d/api/batch/worker",
+             s->worker_port);
+    snprintf(s->sim_url, sizeof(s->sim_url), "http://127.0.0.1:%d", s->sim_port);
+    snprintf(path, sizeof(path), "%s/queue.json", s->dir);
+    write_file(path, s->opts.queue_json ? s->opts.queue_json : test_queue);
+    s->client = http_client_new(NULL);
+    build_env(s);
+    snprintf(port_env[0], sizeof(port_env[0]), "PORT=%d", s->creator_port);
+    snprintf(port_env[1], sizeof(port_env[1]), "PORT=%d", s->worker_port);
+    snprintf(port_env[2], sizeof(port_env[2]), "PORT=%d", s->sim_port);
+    if (!s->opts.no_sim) {
+        const char *extra[16] = {port_env[2]};
+        int i = 1;
+
+        for (const char *const *e = s->opts.sim_env; e && *e && i < 15; e++)
+            extra[i++] = *e;
+        extra[i] = NULL;
+        spawn(&s->sim, "simulator", SIM_BIN, s->dir, env_common, extra);
+        wait_healthy(s, &s->sim, s->sim_port);
+    }
+    stack_start_worker(s);
+    stack_start_creator(s);
+}
+
+int proc_kill(struct proc *p, int sig)
+{
+    int wstatus = 0;
+    int64_t deadline = time_mono_ms() + 15000;
+
+    if (p->pid <= 0)
+        return 0;
+    kill(p->pid, sig);
+    while (waitpid(p->pid, &wstatus, WNOHANG) == 0) {
+        if (time_mono_ms() > deadline) {
+            kill(p->pid, SIGKILL);
+            waitpid(p->pid, &wstatus, 0);
+            break;
+        }
+        time_sleep_ms(20);
+    }
+    p->pid = 0;
+    return wstatus;
+}
+
+static void dump_log(const struct proc *p)
+{
+    char cmd[600];
+
+    snprintf(cmd, sizeof(cmd), "tail -n 30 %s >&2", p->log_path);
+    if (system(cmd) != 0)
+        fprintf(stderr, "(no log at %s)\n", p->log_path);
+}
+
+void stack_stop(struct stack *s)
+{
+    struct proc *procs[] = {&s->creator, &s->worker, &s->sim};
+    size_t i;
+    char cmd[300];
+    bool clean = true;
+
+    for (i = 0; i < 3; i++) {
+        int w;
+
+        if (procs[i]->pid <= 0)
+            continue;
+        w = proc_kill(procs[i], SIGTERM);
+        if (!WIFEXITED(w) || WEXITSTATUS(w) != 0) {
+            fprintf(stderr, "%s did not exit cleanly (status %d):\n", procs[i]->name, w);
+            dump_log(procs[i]);
+            clean = false;
+        }
+    }
+    http_client_free(s->client);
+    if (clean && !getenv("KEEP_TEST_DIRS")) {
+        snprintf(cmd, sizeof(cmd), "rm -rf %s", s->dir);
+        if (system(cmd) != 0)
+            fprintf(stderr, "cannot remove %s\n", s->dir);
+    }
+    ck_assert_msg(clean, "a process of the stack did not exit cleanly, logs in %s", s->dir);
+}
+
+json_t *http_json_call(struct stack *s, const char *method, const char *url, const json_t *body,
+                       const char *const *headers, long *status)
+{
+    struct http_call call;
+    struct error err;
+    json_t *out = NULL;
+
+    memset(&call, 0, sizeof(call));
+    call.method = method;
+    call.url = url;
+    call.headers = headers;
+    call.timeout_ms = 30000;
+    call.max_response_bytes = 64 << 20;
+    *status = 0;
+    if (http_client_json(s->client, &call, body, status, &out, &err) != ST_OK)
+        *status = 0;
+    return out;
+}
+
+const char *create_demo_batch(struct stack *s, int n, const char *prompt, long *status)
+{
+    static char id[128];
+    json_t *body = json_pack("{s:[], s:s, s:s}", "images", "userId", "it-user", "type",
+                             "virtual-staging");
+    char url[128];
+    json_t *res;
+    int i;
+
+    for (i = 0; i < n; i++) {
+        json_t *img = json_pack("{s:o}", "url", json_sprintf("%s/demo/%d.png", s->sim_url, i));
+
+        if (prompt)
+            json_object_set_new(img, "metadata", json_pack("{s:s}", "prompt", prompt));
+        json_array_append_new(json_object_get(body, "images"), img);
+    }
+    snprintf(url, sizeof(url), "%s/api/batch/create", s->creator_url);
+    res = http_json_call(s, "POST", url, body, NULL, status);
+    id[0] = '\0';
+    if (*status == 201)
+        str_copy(id, sizeof(id), json_str_or(res, "batchId", ""));
+    json_decref(res);
+    json_decref(body);
+    return id;
+}
+
+json_t *wait_batch(struct stack *s, const char *batch_id, int timeout_s)
+{
+    char url[256];
+    int64_t deadline = time_mono_ms() + (int64_t)timeout_s * 1000;
+    json_t *doc = NULL;
+
+    snprintf(url, sizeof(url), "%s/api/batch/status/%s?limit=1000", s->creator_url, batch_id);
+    for (;;) {
+        long status = 0;
+        const char *st;
+
+        json_decref(doc);
+        doc = http_json_call(s, "GET", url, NULL, NULL, &status);
+        st = json_str_or(doc, "status", "");
+        if (status == 200 && strcmp(st, "processing") != 0 && strcmp(st, "creating") != 0)
+            return doc;
+        if (time_mono_ms() > deadline)
+            return doc;
+        time_sleep_ms(200);
+    }
+}
+
+long long jint(const json_t *doc, const char *field)
+{
+    return (long long)json_int_or(doc, field, -1);
+}
+
+int log_count(const struct proc *p, const char *needle)
+{
+    FILE *f = fopen(p->log_path, "r");
+    char line[8192];
+    int n = 0;
+
+    if (!f)
+        return 0;
+    while (fgets(line, sizeof(line), f))
+        if (strstr(line, needle))
+            n++;
+    fclose(f);
+    return n;
+}

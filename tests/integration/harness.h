@@ -1,0 +1,76 @@
+/*
+ * harness.h - drives the real binaries from outside for integration tests:
+ * starts the provider simulator, the worker (with its dispatcher) and the
+ * creator on free loopback ports with a fresh data directory, talks to them
+ * over HTTP, and stops them (or kills them) at the end.
+ */
+#ifndef TESTS_HARNESS_H
+#define TESTS_HARNESS_H
+
+#include <stdbool.h>
+#include <sys/types.h>
+
+#include <jansson.h>
+
+#include "http/client.h"
+
+struct proc {
+    pid_t pid;
+    char name[32];
+    char log_path[512];
+};
+
+struct stack_opts {
+    const char *queue_json;      /* queue definition text; NULL: a fast test queue */
+    const char *const *sim_env;  /* extra NAME=value for the simulator, NULL-terminated */
+    const char *const *worker_env;
+    const char *const *creator_env;
+    bool no_sim;                 /* do not start the simulator */
+};
+
+struct stack {
+    char dir[256];
+    int creator_port, worker_port, sim_port;
+    char creator_url[64], worker_url[96], sim_url[64];
+    struct proc creator, worker, sim;
+    struct http_client *client;
+    struct stack_opts opts;
+};
+
+/* Starts everything and waits until each process answers /healthz. Aborts the test on failure. */
+void stack_start(struct stack *s, const struct stack_opts *opts);
+
+/* SIGTERM everything, wait, check exit codes are 0 (for the services), remove the directory. */
+void stack_stop(struct stack *s);
+
+/* Starts one service process ("creator" or "worker") of the stack again. */
+void stack_start_worker(struct stack *s);
+void stack_start_creator(struct stack *s);
+
+/* Sends a signal to a process and waits for it to exit; returns its wait status. */
+int proc_kill(struct proc *p, int sig);
+
+/*
+ * HTTP helpers: method, url (absolute), JSON body (borrowed, may be NULL),
+ * extra headers (NULL-terminated "Name: value", may be NULL). Returns the
+ * parsed JSON answer (new reference, may be NULL) and the status.
+ */
+json_t *http_json_call(struct stack *s, const char *method, const char *url, const json_t *body,
+                       const char *const *headers, long *status);
+
+/* POST /api/batch/create with n demo images from the simulator; returns the batch id (static). */
+const char *create_demo_batch(struct stack *s, int n, const char *prompt, long *status);
+
+/* Polls the status until it is terminal or timeout_s passes; returns the last status document. */
+json_t *wait_batch(struct stack *s, const char *batch_id, int timeout_s);
+
+/* Reads an integer field of a status document. */
+long long jint(const json_t *doc, const char *field);
+
+/* Writes text to path. */
+void write_file(const char *path, const char *text);
+
+/* Counts lines of a process log containing needle. */
+int log_count(const struct proc *p, const char *needle);
+
+#endif
