@@ -1783,7 +1783,9 @@ static enum status retry_failed_tx(struct conn *c, void *arg, struct error *err)
     if ((s = batch_head(c, a->batch_id, &h, err)))
         return s;
     *a->new_generation = h.generation;
-    if (h.status == BATCH_CREATING || h.status == BATCH_CANCELLED || h.status == BATCH_FAILED)
+    /* Only a finished batch: re-driving while items of the current generation are still in
+     * flight would leave the completion check of that generation with nobody to win it. */
+    if (h.status != BATCH_COMPLETED && h.status != BATCH_COMPLETED_WITH_FAILURES)
         return error_set(err, ST_FAILED_PRECONDITION, NULL, "batch %s is %s: cannot retry it",
                          a->batch_id, batch_status_name(h.status));
 

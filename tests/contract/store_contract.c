@@ -1305,7 +1305,8 @@ END_TEST
 
 START_TEST(retry_failed_preconditions)
 {
-    static const enum batch_status refused[] = {BATCH_CREATING, BATCH_CANCELLED, BATCH_FAILED};
+    static const enum batch_status refused[] = {BATCH_CREATING, BATCH_PROCESSING, BATCH_CANCELLED,
+                                                BATCH_FAILED};
     struct batch b, existing;
     struct item_page page;
     int64_t gen;
