@@ -254,6 +254,7 @@ static enum status worker_setup(const struct settings *s, struct http_server *sr
         d.mint = mint;
         d.mint_ud = w->issuer;
         d.client = w->rt.client;
+        d.duplicate_probability = s->dispatcher_duplicate_rate;
         w->dispatcher = dispatcher_start(&d, err);
         if (!w->dispatcher)
             goto fail;
