@@ -245,9 +245,11 @@ enum status store_try_complete(struct store *s, const char *batch_id, int64_t ge
  * becomes pending with the new generation (attempts 0, error cleared, job
  * cleared) and the shards give back their processed/failure counts; the
  * batch becomes processing again (completed_at cleared). The re-driven items
- * are returned for enqueueing. ST_FAILED_PRECONDITION when the batch is
- * creating, cancelled or failed; ST_OK with an empty page and unchanged
- * generation when no item has failed.
+ * are returned for enqueueing. Only a finished batch (completed or
+ * completed_with_failures) can be retried: ST_FAILED_PRECONDITION otherwise,
+ * since re-driving while the current generation still has items in flight
+ * would leave that generation's completion to nobody. ST_OK with an empty
+ * page and unchanged generation when no item has failed.
  */
 enum status store_retry_failed(struct store *s, const char *batch_id, int64_t now,
                                int64_t *new_generation, struct item_page *redriven,

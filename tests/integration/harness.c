@@ -110,7 +110,8 @@ static void build_env(struct stack *s)
 {
     int n = 0;
 
-#define ADD(...) snprintf(env_store[n], sizeof(env_store[n]), __VA_ARGS__), env_common[n] = env_store[n], n++
+#define ADD(...)                                                                                   \
+    snprintf(env_store[n], sizeof(env_store[n]), __VA_ARGS__), env_common[n] = env_store[n], n++
     ADD("DATA_DIR=%s/data", s->dir);
     ADD("QUEUE_CONFIG=%s/queue.json", s->dir);
     ADD("WORKER_URL=%s", s->worker_url);
@@ -269,8 +270,8 @@ json_t *http_json_call(struct stack *s, const char *method, const char *url, con
 const char *create_demo_batch(struct stack *s, int n, const char *prompt, long *status)
 {
     static char id[128];
-    json_t *body = json_pack("{s:[], s:s, s:s}", "images", "userId", "it-user", "type",
-                             "virtual-staging");
+    json_t *body =
+        json_pack("{s:[], s:s, s:s}", "images", "userId", "it-user", "type", "virtual-staging");
     char url[128];
     json_t *res;
     int i;

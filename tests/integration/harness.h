@@ -21,11 +21,11 @@ struct proc {
 };
 
 struct stack_opts {
-    const char *queue_json;      /* queue definition text; NULL: a fast test queue */
-    const char *const *sim_env;  /* extra NAME=value for the simulator, NULL-terminated */
+    const char *queue_json;     /* queue definition text; NULL: a fast test queue */
+    const char *const *sim_env; /* extra NAME=value for the simulator, NULL-terminated */
     const char *const *worker_env;
     const char *const *creator_env;
-    bool no_sim;                 /* do not start the simulator */
+    bool no_sim; /* do not start the simulator */
 };
 
 struct stack {

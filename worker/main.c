@@ -1,0 +1,6 @@
+#include "worker.h"
+
+int main(int argc, char **argv)
+{
+    return service_main(argc, argv, &worker_service);
+}

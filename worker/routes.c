@@ -1,0 +1,313 @@
+/*
+ * routes.c - wiring of the worker: push authentication (the same OIDC code
+ * for Google's tokens and the local dispatcher's), providers, the local
+ * dispatcher when the queue is local, and POST /api/batch/worker.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "app/runtime.h"
+#include "batch/batch.h"
+#include "core/log.h"
+#include "core/metrics.h"
+#include "core/timeutil.h"
+#include "core/util.h"
+#include "gcp/jwt.h"
+#include "gcp/oidc.h"
+#include "providers/gemini.h"
+#include "queue/local_queue.h"
+#include "worker.h"
+
+#define LOCAL_ISSUER "https://local-dispatcher.batchd.invalid"
+#define LOCAL_EMAIL  "dispatcher@local.batchd.invalid"
+#define MAX_ISSUERS  8
+
+struct worker {
+    const struct settings *settings;
+    struct runtime rt;
+    struct batch_env env;
+    struct provider_route routes[4];
+    struct provider *gemini;
+    struct oidc_verifier *verifier;
+    struct oidc_local_issuer *issuer;
+    struct dispatcher *dispatcher;
+    char *issuers_text;
+    const char *issuers[MAX_ISSUERS + 1];
+};
+
+static void worker_push(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct worker *w = ud;
+    struct push_meta meta;
+    struct task_reply reply;
+    struct error err;
+    const char *body, *v;
+    size_t len;
+    int64_t n;
+    const char *labels[2];
+
+    error_clear(&err);
+    if (oidc_verify_authorization(w->verifier, http_request_header(req, "Authorization"), NULL,
+                                  &err) != ST_OK) {
+        log_write(LOG_WARNING, json_pack("{s:s}", "code", error_code(&err)), "push refused: %s",
+                  err.message);
+        http_respond_error(resp, &err);
+        return;
+    }
+    memset(&meta, 0, sizeof(meta));
+    meta.task_name = http_request_header(req, "X-CloudTasks-TaskName");
+    v = http_request_header(req, "X-CloudTasks-TaskRetryCount");
+    if (v && str_to_i64(v, 0, INT32_MAX, &n))
+        meta.retry_count = n;
+    v = http_request_header(req, "X-CloudTasks-TaskExecutionCount");
+    if (v && str_to_i64(v, 0, INT32_MAX, &n))
+        meta.execution_count = n;
+    if (meta.task_name)
+        log_context_add_str("taskName", meta.task_name);
+    body = http_request_body(req, &len);
+    batch_handle_task(&w->env, body, len, &meta, &reply);
+    labels[0] = reply.outcome;
+    labels[1] = NULL;
+    metric_add(metric_counter("worker_tasks_total", "tasks handled by outcome", "outcome"), labels,
+               1);
+    if (reply.retry_after_s > 0) {
+        char ra[16];
+
+        snprintf(ra, sizeof(ra), "%d", reply.retry_after_s);
+        http_response_header(resp, "Retry-After", ra);
+    }
+    http_respond_json(resp, reply.http_status,
+                      json_pack("{s:s, s:s}", "outcome", reply.outcome, "message", reply.message));
+}
+
+/* Reads the local dispatcher's key, creating it (0600) on first start. */
+static char *load_or_create_key(const char *path, struct error *err)
+{
+    char dir[4096], *slash, *pem = NULL;
+    struct buf text;
+    FILE *f;
+
+    f = fopen(path, "r");
+    if (f) {
+        char chunk[4096];
+        size_t n;
+
+        buf_init(&text, 64 * 1024);
+        while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0)
+            if (buf_append(&text, chunk, n) != ST_OK)
+                break;
+        fclose(f);
+        return buf_take(&text, NULL);
+    }
+    if (!str_copy(dir, sizeof(dir), path)) {
+        error_set(err, ST_INVALID, NULL, "key path too long");
+        return NULL;
+    }
+    for (slash = dir + 1; (slash = strchr(slash, '/')) != NULL; slash++) {
+        *slash = '\0';
+        mkdir(dir, 0700);
+        *slash = '/';
+    }
+    if (jwt_rsa_generate(2048, &pem, err) != ST_OK)
+        return NULL;
+    {
+        int fd = open(path, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0600);
+        size_t len = strlen(pem);
+
+        if (fd < 0 && errno == EEXIST) {
+            /* Another worker won the race: use its key. */
+            free(pem);
+            return load_or_create_key(path, err);
+        }
+        if (fd < 0 || write(fd, pem, len) != (ssize_t)len) {
+            error_set(err, ST_IO, NULL, "cannot write %s: %s", path, strerror(errno));
+            if (fd >= 0)
+                close(fd);
+            free(pem);
+            return NULL;
+        }
+        close(fd);
+    }
+    log_info("created the local dispatcher key %s", path);
+    return pem;
+}
+
+static enum status mint(void *ud, const char *audience, char **token, struct error *err)
+{
+    return oidc_local_issuer_token(ud, audience, token, err);
+}
+
+/* OIDC_ISSUERS="a,b": the list the verifier accepts (pointers into issuers_text). */
+static void split_issuers(struct worker *w, const char *text)
+{
+    char *p;
+    size_t n = 0;
+
+    w->issuers_text = xstrdup(text);
+    for (p = w->issuers_text; p && *p && n < MAX_ISSUERS;) {
+        char *comma = strchr(p, ',');
+
+        if (comma)
+            *comma = '\0';
+        if (*p)
+            w->issuers[n++] = p;
+        p = comma ? comma + 1 : NULL;
+    }
+    w->issuers[n] = NULL;
+}
+
+static enum status setup_auth(struct worker *w, bool local_queue, struct error *err)
+{
+    const struct settings *s = w->settings;
+    struct oidc_config oc;
+
+    memset(&oc, 0, sizeof(oc));
+    oc.audience = s->oidc_audience;
+    if (local_queue) {
+        struct oidc_local_issuer_config lc;
+        char *pem = load_or_create_key(s->local_key_path, err);
+
+        if (!pem)
+            return err->status;
+        memset(&lc, 0, sizeof(lc));
+        lc.private_key_pem = pem;
+        lc.issuer = LOCAL_ISSUER;
+        lc.email = s->oidc_service_account ? s->oidc_service_account : LOCAL_EMAIL;
+        w->issuer = oidc_local_issuer_new(&lc, err);
+        free(pem);
+        if (!w->issuer)
+            return err->status;
+        w->issuers[0] = LOCAL_ISSUER;
+        oc.issuers = w->issuers;
+        oc.email = lc.email;
+        oc.jwks_json = oidc_local_issuer_jwks(w->issuer);
+    } else {
+        if (!s->oidc_service_account)
+            return error_set(err, ST_INVALID, "invalid_config",
+                             "missing OIDC_SERVICE_ACCOUNT: the worker must pin the identity of "
+                             "the tasks' service account");
+        if (s->oidc_issuers) {
+            split_issuers(w, s->oidc_issuers);
+            oc.issuers = w->issuers;
+        }
+        oc.email = s->oidc_service_account;
+        oc.jwks_url = s->oidc_jwks_url;
+        oc.fetch = oidc_http_fetch;
+        oc.fetch_ud = w->rt.client;
+    }
+    w->verifier = oidc_verifier_new(&oc, err);
+    return w->verifier ? ST_OK : err->status;
+}
+
+static enum status worker_setup(const struct settings *s, struct http_server *srv, void **state,
+                                struct error *err)
+{
+    struct worker *w = xcalloc(1, sizeof(*w));
+    bool local_queue;
+    size_t n = 0;
+
+    w->settings = s;
+    if (runtime_open(s, &w->rt, err) != ST_OK)
+        goto fail;
+    local_queue = strcmp(w->rt.queue->name, "local") == 0;
+    if (setup_auth(w, local_queue, err) != ST_OK)
+        goto fail;
+    if (s->gemini_api_key) {
+        struct gemini_options go;
+
+        memset(&go, 0, sizeof(go));
+        go.base_url = s->gemini_base_url;
+        go.api_key = s->gemini_api_key;
+        go.model = s->gemini_model;
+        go.timeout_ms = s->provider_timeout_ms;
+        go.fetch_max_bytes = (size_t)s->fetch_max_bytes;
+        go.allow_insecure = s->allow_insecure_urls;
+        go.max_output_bytes = (size_t)s->output_max_bytes;
+        w->gemini = provider_gemini_new(&go, w->rt.client);
+        w->routes[n++] = (struct provider_route){"virtual-staging", w->gemini};
+        log_write(LOG_INFO, json_pack("{s:s, s:s}", "provider", "gemini", "model", s->gemini_model),
+                  "virtual-staging served by gemini %s at %s", s->gemini_model, s->gemini_base_url);
+    } else {
+        log_warn("GEMINI_API_KEY is not set: virtual-staging items will fail as not configured");
+    }
+    w->env.store = w->rt.store;
+    w->env.queue = w->rt.queue;
+    w->env.blob = w->rt.blob;
+    w->env.providers = w->routes;
+    w->env.n_providers = n;
+    w->env.cfg = &w->rt.batch_config;
+    w->env.now = time_now_us;
+    http_server_route(srv, "POST", "/api/batch/worker", 0, worker_push, w);
+    if (local_queue && s->dispatcher) {
+        struct dispatcher_options d;
+
+        memset(&d, 0, sizeof(d));
+        d.sqlite_path = s->sqlite_path;
+        d.qc = &w->rt.queue_config;
+        d.target_url = s->worker_url;
+        d.audience = s->oidc_audience;
+        d.mint = mint;
+        d.mint_ud = w->issuer;
+        d.client = w->rt.client;
+        w->dispatcher = dispatcher_start(&d, err);
+        if (!w->dispatcher)
+            goto fail;
+        log_write(LOG_INFO, json_pack("{s:s}", "target", s->worker_url),
+                  "local dispatcher pushing to %s", s->worker_url);
+    }
+    *state = w;
+    return ST_OK;
+fail:
+    worker_service.teardown(w);
+    return err->status ? err->status : ST_INVALID;
+}
+
+static enum status worker_ready(void *state, struct error *err)
+{
+    struct worker *w = state;
+
+    return store_ping(w->rt.store, err);
+}
+
+/* Before the server drains: stop pushing, so in-flight pushes are the last ones. */
+static void worker_draining(void *state)
+{
+    struct worker *w = state;
+
+    if (w->dispatcher) {
+        dispatcher_stop(w->dispatcher, (int)w->settings->shutdown_grace_ms);
+        w->dispatcher = NULL;
+    }
+}
+
+static void worker_teardown(void *state)
+{
+    struct worker *w = state;
+
+    if (!w)
+        return;
+    worker_draining(w);
+    provider_free(w->gemini);
+    oidc_verifier_free(w->verifier);
+    oidc_local_issuer_free(w->issuer);
+    runtime_close(&w->rt);
+    free(w->issuers_text);
+    free(w);
+}
+
+const struct service_def worker_service = {
+    "worker",
+    "The Cloud Tasks push target: verifies each push, calls the provider, stores the output and "
+    "updates the batch counters exactly once.",
+    SCOPE_WORKER,
+    worker_setup,
+    worker_ready,
+    worker_draining,
+    NULL,
+    worker_teardown,
+};
