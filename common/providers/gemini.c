@@ -724,9 +724,10 @@ struct provider *provider_gemini_new(const struct gemini_options *o, struct http
     g->key_header = xmalloc(klen);
     str_printf(g->key_header, klen, "x-goog-api-key: %s", o->api_key);
     g->timeout_ms = o->timeout_ms > 0 ? o->timeout_ms : GEMINI_DEFAULT_TIMEOUT_MS;
-    g->fetch = o->fetch;
-    if (g->fetch.max_bytes == 0)
-        g->fetch.max_bytes = FETCH_DEFAULT_MAX_BYTES;
+    g->fetch.max_bytes = o->fetch_max_bytes > 0 ? o->fetch_max_bytes : FETCH_DEFAULT_MAX_BYTES;
+    g->fetch.timeout_ms = o->fetch_timeout_ms;
+    g->fetch.max_attempts = o->fetch_max_attempts;
+    g->fetch.allow_insecure = o->allow_insecure;
     g->max_output = o->max_output_bytes > 0 ? o->max_output_bytes : GEMINI_DEFAULT_MAX_OUTPUT;
     g->image_size = o->image_size ? xstrdup(o->image_size) : NULL;
     g->image_only = o->image_only;

@@ -46,11 +46,15 @@
 /* ---- construction --------------------------------------------------------- */
 
 struct gemini_options {
-    const char *base_url;       /* NULL or "": GEMINI_DEFAULT_BASE_URL; no trailing slash needed */
-    const char *api_key;        /* required */
-    const char *model;          /* NULL or "": GEMINI_DEFAULT_MODEL */
-    long timeout_ms;            /* the generateContent call; 0: GEMINI_DEFAULT_TIMEOUT_MS */
-    struct fetch_limits fetch;  /* the partner's image (allow_insecure: local runtime only) */
+    const char *base_url; /* NULL or "": GEMINI_DEFAULT_BASE_URL; no trailing slash needed */
+    const char *api_key;  /* required */
+    const char *model;    /* NULL or "": GEMINI_DEFAULT_MODEL */
+    long timeout_ms;      /* the generateContent call; 0: GEMINI_DEFAULT_TIMEOUT_MS */
+    /* the partner's image (providers/fetch.h) */
+    size_t fetch_max_bytes;     /* 0: FETCH_DEFAULT_MAX_BYTES */
+    long fetch_timeout_ms;      /* per attempt; 0: FETCH_DEFAULT_TIMEOUT_MS */
+    int fetch_max_attempts;     /* 0: the client's default */
+    bool allow_insecure;        /* local runtime only: http and non-public image hosts */
     size_t max_output_bytes;    /* largest decoded output image; 0: GEMINI_DEFAULT_MAX_OUTPUT.
                                    The response body is capped at 4/3 of it plus 1 MiB. */
     const char *image_size;     /* imageConfig.imageSize ("512", "1K", "2K", "4K"), sent to 3.x
@@ -65,8 +69,9 @@ struct gemini_options {
  * Creates the provider (name "gemini", synchronous, no poll or cancel).
  * Strings in o are copied; c is borrowed and must outlive the provider.
  * Returns NULL, after logging an error naming the option, when the API key
- * is missing, the base URL is not http(s) or the model id is not a plain
- * name (configuration is validated at start-up, so this is a wiring bug).
+ * is missing, the base URL is not http(s), the model id is not a plain name
+ * or image_size is not one of the four (configuration is validated at
+ * start-up, so this is a wiring bug).
  * New reference: free with provider_free().
  *
  * submit() reads in->image_url, in->attempt, the prompt (in->metadata

@@ -809,7 +809,10 @@ static struct provider *new_provider(const char *model, const char *image_size, 
         .api_key = "test-key-123456",
         .model = model,
         .timeout_ms = 2000,
-        .fetch = insecure,
+        .fetch_max_bytes = insecure.max_bytes,
+        .fetch_timeout_ms = insecure.timeout_ms,
+        .fetch_max_attempts = insecure.max_attempts,
+        .allow_insecure = true,
         .max_output_bytes = 1 << 20,
         .image_size = image_size,
         .image_only = image_only,
@@ -1078,8 +1081,10 @@ END_TEST
 
 START_TEST(provider_timeout_and_output_cap)
 {
-    struct gemini_options o = {
-        .base_url = F->base, .api_key = "test-key-123456", .timeout_ms = 200, .fetch = insecure};
+    struct gemini_options o = {.base_url = F->base,
+                               .api_key = "test-key-123456",
+                               .timeout_ms = 200,
+                               .allow_insecure = true};
     struct provider *p = provider_gemini_new(&o, C);
     struct provider_output out;
     int64_t t0 = time_mono_ms();
