@@ -39,8 +39,10 @@ static const struct {
     {"PORT=70000", "invalid PORT=\"70000\""},
     {"BACKEND=aws", "invalid BACKEND=\"aws\": must be one of local|gcp"},
     {"MAX_BODY_BYTES=12", "invalid MAX_BODY_BYTES=\"12\""},
-    {"ALLOW_INSECURE_URLS=perhaps", "invalid ALLOW_INSECURE_URLS=\"perhaps\": must be true or false"},
-    {"QUEUE_CONFIG=/nonexistent/queue.json", "cannot open queue definition /nonexistent/queue.json"},
+    {"ALLOW_INSECURE_URLS=perhaps",
+     "invalid ALLOW_INSECURE_URLS=\"perhaps\": must be true or false"},
+    {"QUEUE_CONFIG=/nonexistent/queue.json",
+     "cannot open queue definition /nonexistent/queue.json"},
 };
 
 START_TEST(bad_configuration_exits_with_a_clear_message)

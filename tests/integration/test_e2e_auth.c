@@ -42,10 +42,10 @@ static void stop(void)
 
 static char *token(const char *key, const char *aud, const char *email, long iat, long exp)
 {
-    json_t *claims = json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I}", "iss",
-                               "https://local-dispatcher.batchd.invalid", "aud", aud, "sub", email,
-                               "email", email, "email_verified", 1, "iat", (json_int_t)iat, "exp",
-                               (json_int_t)exp);
+    json_t *claims =
+        json_pack("{s:s, s:s, s:s, s:s, s:b, s:I, s:I}", "iss",
+                  "https://local-dispatcher.batchd.invalid", "aud", aud, "sub", email, "email",
+                  email, "email_verified", 1, "iat", (json_int_t)iat, "exp", (json_int_t)exp);
     struct error err;
     EVP_PKEY *pk = NULL;
     char kid[JWT_KID_LEN + 1], *out = NULL;
@@ -62,8 +62,8 @@ static long push_with(const char *tok)
 {
     char auth[8192];
     const char *headers[] = {auth, NULL};
-    json_t *body = json_pack("{s:s, s:s, s:s, s:i}", "kind", "item", "batchId", "batch_x",
-                             "itemId", "0000-00000", "generation", 1);
+    json_t *body = json_pack("{s:s, s:s, s:s, s:i}", "kind", "item", "batchId", "batch_x", "itemId",
+                             "0000-00000", "generation", 1);
     long status;
 
     snprintf(auth, sizeof(auth), "Authorization: Bearer %s", tok ? tok : "");
