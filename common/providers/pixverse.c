@@ -499,6 +499,7 @@ bool pixverse_classify(const struct video_reply *r, enum pixverse_call call,
                        "pixverse answered the upload without an image id");
             goto out;
         }
+        out->outcome = PROVIDER_RUNNING; /* a step on the way, nothing final */
         break;
     case PIXVERSE_GENERATE:
         if (!pixverse_id_from_json(json_object_get(resp, "video_id"), &got) ||
@@ -777,7 +778,7 @@ static enum status pixverse_submit(struct provider *p, const struct provider_inp
     if (strcmp(mime, "image/png") != 0 && strcmp(mime, "image/jpeg") != 0 &&
         strcmp(mime, "image/webp") != 0) {
         video_fail(out, PROVIDER_PERMANENT, "image_unsupported_type",
-                   "pixverse cannot use a %s image: it takes png, jpeg or webp", mime);
+                   "pixverse cannot use %s images: it takes png, jpeg or webp", mime);
         goto out;
     }
     /* A generate that does not know the image id gets one more upload (providers.md 3.5). */

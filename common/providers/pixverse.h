@@ -167,7 +167,7 @@ enum pixverse_call { PIXVERSE_UPLOAD, PIXVERSE_GENERATE, PIXVERSE_RESULT };
  * Classifies one reply: the {"ErrCode","ErrMsg","Resp"} envelope is read
  * whatever the HTTP status (HTTP 200 does not mean success). Returns true
  * when the call succeeded:
- *   PIXVERSE_UPLOAD    *id = Resp.img_id (out untouched)
+ *   PIXVERSE_UPLOAD    *id = Resp.img_id, out RUNNING (a step, nothing final)
  *   PIXVERSE_GENERATE  *id = Resp.video_id, out STARTED with job_id set
  *   PIXVERSE_RESULT    out by Resp.status: 5 RUNNING; 1 DONE with output_url =
  *                      Resp.url (no bytes yet: poll() downloads them); 6 PERMANENT

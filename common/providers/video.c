@@ -341,16 +341,16 @@ void video_record(const char *provider, const char *op, const char *subject,
     switch (out->outcome) {
     case PROVIDER_DONE:
         json_object_set_new(fields, "bytes", json_integer((json_int_t)out->data.len));
-        log_write(sev, fields, "%s %s %s: done, %s, %zu bytes", provider, op,
-                  subject ? subject : "?", out->content_type, out->data.len);
+        log_write(sev, fields, "%s job %s done: %s, %zu bytes", provider, subject ? subject : "?",
+                  out->content_type, out->data.len);
         break;
     case PROVIDER_STARTED:
         json_object_set_new(fields, "providerJobId", json_string(out->job_id));
-        log_write(sev, fields, "%s %s %s: started job %s", provider, op, subject ? subject : "?",
-                  out->job_id);
+        log_write(sev, fields, "%s started job %s for item %s", provider, out->job_id,
+                  subject ? subject : "?");
         break;
     case PROVIDER_RUNNING:
-        log_write(sev, fields, "%s %s %s: running (%.0f%%)", provider, op, subject ? subject : "?",
+        log_write(sev, fields, "%s job %s running (%.0f%%)", provider, subject ? subject : "?",
                   out->progress * 100);
         break;
     default:
@@ -359,8 +359,12 @@ void video_record(const char *provider, const char *op, const char *subject,
             json_object_set_new(fields, "resubmit", json_true());
         if (out->pause_batch)
             json_object_set_new(fields, "pauseBatch", json_true());
-        log_write(sev, fields, "%s %s %s failed: %s", provider, op, subject ? subject : "?",
-                  out->error_message);
+        if (strcmp(op, "submit") == 0)
+            log_write(sev, fields, "item %s not submitted: %s", subject ? subject : "?",
+                      out->error_message);
+        else
+            log_write(sev, fields, "%s of job %s failed: %s", op, subject ? subject : "?",
+                      out->error_message);
         break;
     }
 }
