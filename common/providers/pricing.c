@@ -175,21 +175,22 @@ enum status pricing_load_overrides(const char *json_text, struct error *err)
     json_object_foreach(root, key, v)
     {
         double d = json_is_number(v) ? json_number_value(v) : -1;
+        enum status st = ST_OK;
 
-        if (!key_canonical(key, canon, sizeof(canon))) {
+        /* key belongs to root: the message is written before root goes. */
+        if (!key_canonical(key, canon, sizeof(canon)))
+            st = error_set(err, ST_INVALID, "invalid_pricing",
+                           "invalid price override \"%.64s\": not a known key form (e.g. "
+                           "\"gemini:<model>\", \"runway:<model>:per_second\", "
+                           "\"pixverse:<quality>:<n>s\")",
+                           key);
+        else if (!isfinite(d) || d < 0)
+            st = error_set(err, ST_INVALID, "invalid_pricing",
+                           "invalid price override \"%.64s\": must be a number >= 0", key);
+        if (st != ST_OK) {
             json_decref(fresh);
             json_decref(root);
-            return error_set(err, ST_INVALID, "invalid_pricing",
-                             "invalid price override \"%.64s\": not a known key form (e.g. "
-                             "\"gemini:<model>\", \"runway:<model>:per_second\", "
-                             "\"pixverse:<quality>:<n>s\")",
-                             key);
-        }
-        if (!isfinite(d) || d < 0) {
-            json_decref(fresh);
-            json_decref(root);
-            return error_set(err, ST_INVALID, "invalid_pricing",
-                             "invalid price override \"%.64s\": must be a number >= 0", key);
+            return st;
         }
         json_object_set_new(fresh, canon, json_real(d));
     }
