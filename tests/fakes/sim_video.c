@@ -39,6 +39,7 @@
 #define PX_PROMPT_MAX    2048
 #define PX_IMG_ID_BASE   627410861853514292LL /* real ids are this large, 3P saw this one */
 #define PX_VIDEO_ID_BASE 9007199254740993LL   /* 2^53 + 1: a double cannot hold it */
+#define STUCK_RELEASE_MS 600000 /* PixVerse frees a stuck job's slot after 10 minutes */
 #define RUNWAY_VERSION   "2024-11-06"
 #define RUNWAY_DOC_URL   "https://docs.dev.runwayml.com/api"
 
@@ -219,7 +220,8 @@ static int64_t active_jobs(const struct sim_video *v, char provider, int64_t now
 
     for (i = 0; i < v->n_jobs; i++)
         if (v->jobs[i].provider == provider && !v->jobs[i].deleted &&
-            (v->jobs[i].end_ms > now || v->jobs[i].fate == FATE_STUCK))
+            (v->jobs[i].end_ms > now ||
+             (v->jobs[i].fate == FATE_STUCK && now < v->jobs[i].start_ms + STUCK_RELEASE_MS)))
             n++;
     return n;
 }

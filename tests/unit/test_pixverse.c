@@ -1071,7 +1071,8 @@ START_TEST(sim_concurrency_limit)
     char jobs[3][64];
     int i;
 
-    time_sleep_ms(JOB_MS + 50); /* earlier tests' videos are done */
+    time_sleep_ms(JOB_MS + 50);      /* earlier tests' videos are done */
+    sim_control("{\"jobMs\":1500}"); /* the fourth submit must come while three run */
     provider_output_init(&out, 64 << 20);
     for (i = 0; i < 3; i++) {
         sim_submit(p, 300 + i, "Pan.", NULL, &out);
@@ -1081,6 +1082,7 @@ START_TEST(sim_concurrency_limit)
     sim_submit(p, 303, "Pan.", NULL, &out);
     assert_outcome(&out, T, "provider_concurrency_limit");
     ck_assert_int_ge(out.retry_after_s, 30);
+    sim_control("{\"jobMs\":300}");
     for (i = 0; i < 3; i++) {
         poll_until_done(p, jobs[i], &out);
         assert_outcome(&out, D, "");
