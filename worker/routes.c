@@ -308,5 +308,6 @@ const struct service_def worker_service = {
     worker_setup,
     worker_ready,
     worker_draining,
+    NULL,
     worker_teardown,
 };
