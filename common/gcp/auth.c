@@ -570,6 +570,21 @@ unlock:
     return st;
 }
 
+enum status gcp_auth_header_line(struct gcp_auth *a, char *out, size_t cap, struct error *err)
+{
+    static const char name[] = "Authorization: ";
+    enum status st;
+
+    ASSERT(cap > sizeof(name));
+    st = gcp_auth_header(a, out + sizeof(name) - 1, cap - (sizeof(name) - 1), err);
+    if (st != ST_OK || !out[sizeof(name) - 1]) {
+        out[0] = '\0';
+        return st;
+    }
+    memcpy(out, name, sizeof(name) - 1);
+    return ST_OK;
+}
+
 void gcp_auth_invalidate(struct gcp_auth *a)
 {
     if (!a)
@@ -715,7 +730,7 @@ static bool email_ok(const char *e)
 static enum status sign_with_iam(struct gcp_auth *a, const void *data, size_t len,
                                  unsigned char **sig, size_t *sig_len, struct error *err)
 {
-    char email[FIELD_MAX], url[URL_MAX], auth[GCP_TOKEN_MAX];
+    char email[FIELD_MAX], url[URL_MAX], auth[GCP_AUTH_LINE_MAX];
     const char *headers[] = {auth, NULL};
     json_t *body = NULL, *answer = NULL;
     struct buf b64, raw;
@@ -755,7 +770,7 @@ static enum status sign_with_iam(struct gcp_auth *a, const void *data, size_t le
             .idempotent = true,
         };
 
-        if ((st = gcp_auth_header(a, auth, sizeof(auth), err)) != ST_OK)
+        if ((st = gcp_auth_header_line(a, auth, sizeof(auth), err)) != ST_OK)
             goto out;
         /* Without a token (emulator mode) the header list must not hold an empty line. */
         headers[0] = auth[0] ? auth : NULL;

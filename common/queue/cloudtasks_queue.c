@@ -280,8 +280,8 @@ static void request_release(struct request *r)
 }
 
 /*
- * Fills call for one attempt of r. auth (capacity GCP_TOKEN_MAX) receives
- * the Authorization header; headers must have room for 4 entries.
+ * Fills call for one attempt of r. auth (capacity GCP_AUTH_LINE_MAX)
+ * receives the Authorization header line; headers must have room for 4 entries.
  */
 static enum status request_call(struct ct_queue *ct, const struct request *r, char *auth,
                                 const char **headers, struct http_call *call, struct error *err)
@@ -289,7 +289,7 @@ static enum status request_call(struct ct_queue *ct, const struct request *r, ch
     size_t h = 0;
     enum status st;
 
-    if ((st = gcp_auth_header(ct->auth, auth, GCP_TOKEN_MAX, err)) != ST_OK) {
+    if ((st = gcp_auth_header_line(ct->auth, auth, GCP_AUTH_LINE_MAX, err)) != ST_OK) {
         error_prefix(err, "%s", r->what);
         return st;
     }
@@ -328,7 +328,7 @@ static enum status request_create(struct ct_queue *ct, const struct task_spec *t
 /* Runs r to its final outcome on the calling thread (enqueue, remove). */
 static enum status request_run(struct ct_queue *ct, const struct request *r, struct error *err)
 {
-    char auth[GCP_TOKEN_MAX];
+    char auth[GCP_AUTH_LINE_MAX];
     const char *headers[4];
     struct http_result res;
     struct outcome o;
@@ -471,7 +471,7 @@ static void on_done(void *ud, enum status st, const struct http_result *res,
 /* Starts the next attempt of s, or finishes it when the request cannot be made. */
 static void slot_send(struct bulk *b, struct slot *s)
 {
-    char auth[GCP_TOKEN_MAX];
+    char auth[GCP_AUTH_LINE_MAX];
     const char *headers[4];
     struct http_call call;
     struct error e;

@@ -17,7 +17,44 @@
 #define START_TIMEOUT_MS 10000
 #define ENV_MAX          512
 
+#define LIVE_MAX 16
+
 extern char **environ;
+
+/* Fakes started and not yet stopped, for fake_proc_stop_all(). */
+static pid_t live[LIVE_MAX];
+
+static void live_set(pid_t old, pid_t now)
+{
+    size_t i;
+
+    for (i = 0; i < LIVE_MAX; i++) {
+        if (live[i] == old) {
+            live[i] = now;
+            return;
+        }
+    }
+}
+
+static void reap(pid_t pid, int *status)
+{
+    while (waitpid(pid, status, 0) < 0 && errno == EINTR)
+        ;
+}
+
+void fake_proc_stop_all(void)
+{
+    size_t i;
+    int status;
+
+    for (i = 0; i < LIVE_MAX; i++) {
+        if (live[i] > 0) {
+            kill(live[i], SIGTERM);
+            reap(live[i], &status);
+            live[i] = 0;
+        }
+    }
+}
 
 bool fake_proc_start(struct fake_proc *p, const char *bin, const char *const *env)
 {
@@ -87,6 +124,7 @@ bool fake_proc_start(struct fake_proc *p, const char *bin, const char *const *en
         p->pid = 0;
         return false;
     }
+    live_set(0, p->pid);
     p->port = (int)port;
     str_printf(p->base, sizeof(p->base), "http://127.0.0.1:%d", p->port);
     return true;
@@ -99,8 +137,8 @@ bool fake_proc_stop(struct fake_proc *p)
     if (p->pid <= 0)
         return false;
     kill(p->pid, SIGTERM);
-    while (waitpid(p->pid, &status, 0) < 0 && errno == EINTR)
-        ;
+    reap(p->pid, &status);
+    live_set(p->pid, 0);
     p->pid = 0;
     return WIFEXITED(status) && WEXITSTATUS(status) == 0;
 }

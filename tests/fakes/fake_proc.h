@@ -31,6 +31,13 @@ bool fake_proc_start(struct fake_proc *p, const char *bin, const char *const *en
 bool fake_proc_stop(struct fake_proc *p);
 
 /*
+ * Stops every fake this process started and has not stopped: for test
+ * teardowns, which run after a failed assertion skipped the test's own
+ * fake_proc_stop(). Fakes also exit when the thread that started them does.
+ */
+void fake_proc_stop_all(void);
+
+/*
  * GET or POST (body non-NULL) base + path with a JSON body; returns the
  * parsed answer (new reference, NULL when none) and sets *status.
  */
