@@ -38,7 +38,9 @@
  * request the caller is about to make.
  */
 #define USABLE_MARGIN_S 30
-#define ASSERTION_LIFE  3600 /* exp - iat of the JWT bearer assertion: Google's maximum */
+/* After a failed refresh, a still-valid token is used this long before trying again. */
+#define RETRY_AFTER_FAILURE_S 10
+#define ASSERTION_LIFE        3600 /* exp - iat of the JWT bearer assertion: Google's maximum */
 
 /*
  * The metadata server is local: a short connect timeout and three tries
@@ -82,6 +84,7 @@ struct gcp_auth {
     int64_t expiry;     /* seconds since the epoch; 0 when there is no token */
     bool refreshing;    /* one thread is fetching */
     uint64_t refreshes; /* completed refreshes, successful or not */
+    int64_t retry_at;   /* no refresh before this after a failure, while the token is valid */
     struct error last_err;
     uint64_t fetches;
 
@@ -494,8 +497,12 @@ static enum status write_header(const char *token, char *out, size_t cap, struct
 /*
  * One refresh at a time: the first thread that finds the token stale
  * fetches a new one with the lock released; the others wait on the
- * condition variable and take its result (a new token or its error). A
- * waiter whose cached token still has USABLE_MARGIN_S left does not wait.
+ * condition variable and take its result (a new token, the old one while
+ * it is still valid, or the error) without starting a refresh of their
+ * own. A waiter whose cached token still has USABLE_MARGIN_S left does not
+ * wait. After a failed refresh, a still-valid token is used for
+ * RETRY_AFTER_FAILURE_S before the next attempt, so that a slow or
+ * unreachable source does not hold up every call.
  */
 enum status gcp_auth_header(struct gcp_auth *a, char *out, size_t cap, struct error *err)
 {
@@ -509,31 +516,27 @@ enum status gcp_auth_header(struct gcp_auth *a, char *out, size_t cap, struct er
     if (a->none)
         return ST_OK;
     pthread_mutex_lock(&a->mu);
-    for (;;) {
-        uint64_t seen;
+    now = auth_now(a);
+    if (a->expiry - now > REFRESH_MARGIN_S ||
+        (a->expiry - now > USABLE_MARGIN_S && (a->refreshing || now < a->retry_at))) {
+        st = write_header(a->token, out, cap, err);
+        goto unlock;
+    }
+    if (a->refreshing) {
+        uint64_t seen = a->refreshes;
 
-        now = auth_now(a);
-        if (a->expiry - now > REFRESH_MARGIN_S) {
-            st = write_header(a->token, out, cap, err);
-            goto unlock;
-        }
-        if (!a->refreshing)
-            break;
-        if (a->expiry - now > USABLE_MARGIN_S) {
-            st = write_header(a->token, out, cap, err);
-            goto unlock;
-        }
-        seen = a->refreshes;
         while (a->refreshing && a->refreshes == seen)
             pthread_cond_wait(&a->cv, &a->mu);
-        now = auth_now(a);
-        if (a->refreshes != seen && a->last_err.status != ST_OK && a->expiry <= now) {
-            /* The refresh we waited for failed: its error is ours too. */
-            st = a->last_err.status;
+        /* The refresh we waited for decides: its token, the old one if still valid, or its
+         * error. */
+        if (a->expiry > auth_now(a)) {
+            st = write_header(a->token, out, cap, err);
+        } else {
+            st = a->last_err.status != ST_OK ? a->last_err.status : ST_UNAVAILABLE;
             if (err)
                 *err = a->last_err;
-            goto unlock;
         }
+        goto unlock;
     }
     a->refreshing = true;
     pthread_mutex_unlock(&a->mu);
@@ -553,6 +556,9 @@ enum status gcp_auth_header(struct gcp_auth *a, char *out, size_t cap, struct er
     if (st == ST_OK) {
         str_copy(a->token, sizeof(a->token), fresh);
         a->expiry = now + expires_in; /* absolute, from the time of receipt */
+        a->retry_at = 0;
+    } else {
+        a->retry_at = now + RETRY_AFTER_FAILURE_S;
     }
     pthread_cond_broadcast(&a->cv);
     if (st == ST_OK || a->expiry > now) {

@@ -19,7 +19,8 @@
  * many threads ask: the others wait for it and share its result, token or
  * error, except that a caller whose cached token still has 30 s left takes
  * it without waiting. A failed refresh while the cached token is still
- * valid returns the cached token (and logs a warning). A 401 from an API
+ * valid returns the cached token (and logs a warning), and the next try
+ * waits 10 s while the token lasts. A 401 from an API
  * calls gcp_auth_invalidate() to force a refresh. All functions are
  * thread-safe. Tokens, assertions and keys are never logged.
  */

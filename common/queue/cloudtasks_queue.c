@@ -424,10 +424,11 @@ struct bulk {
     const struct task_spec *tasks;
     size_t n;
     enum status *results;
-    size_t next;          /* next task not started */
-    int active;           /* requests in flight */
-    struct slot *waiting; /* slots waiting for their retry, earliest first */
-    char *refused_auth;   /* the last Authorization header answered 401 */
+    size_t next;              /* next task not started */
+    int active;               /* requests in flight */
+    struct slot *waiting;     /* slots waiting for their retry, earliest first */
+    char *refused_auth;       /* the last Authorization header answered 401 */
+    struct error auth_failed; /* set once no token could be had */
     size_t failed;
     size_t first_failed;
     struct error first_err;
@@ -477,7 +478,17 @@ static void slot_send(struct bulk *b, struct slot *s)
     struct error e;
 
     error_clear(&e);
+    /*
+     * Without a token no task can be created: the first failure to get one
+     * answers for the rest, rather than asking the token source again per task.
+     */
+    if (b->auth_failed.status != ST_OK) {
+        bulk_result(b, s->index, b->auth_failed.status, &b->auth_failed);
+        slot_free(s);
+        return;
+    }
     if (request_call(b->ct, &s->r, auth, headers, &call, &e) != ST_OK) {
+        b->auth_failed = e;
         bulk_result(b, s->index, e.status, &e);
         slot_free(s);
         return;

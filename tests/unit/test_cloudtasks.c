@@ -538,6 +538,40 @@ START_TEST(token_is_sent_and_refreshed_after_401)
 }
 END_TEST
 
+START_TEST(no_token_fails_the_bulk_once)
+{
+    struct gcp_auth_options ao = {.metadata_base = "http://127.0.0.1:1/computeMetadata/v1"};
+    struct task_spec tasks[50];
+    enum status results[50];
+    struct cloudtasks_options o;
+    struct gcp_auth *auth;
+    struct queue *q;
+    struct error err;
+    size_t i;
+
+    auth = gcp_auth_new(&ao, C, &err);
+    S = server_start(NULL, 0);
+    options_init(&o, S->base, auth);
+    q = open_queue(&o);
+    for (i = 0; i < ARRAY_SIZE(tasks); i++) {
+        char name[32];
+
+        ck_assert(str_printf(name, sizeof(name), "no-token-%zu", i));
+        tasks[i] = spec(name, "{}", 0);
+    }
+    ck_assert_int_eq(queue_enqueue_many(q, tasks, ARRAY_SIZE(tasks), results, &err),
+                     ST_UNAVAILABLE);
+    for (i = 0; i < ARRAY_SIZE(tasks); i++)
+        ck_assert_int_eq(results[i], ST_UNAVAILABLE);
+    ck_assert_msg(strstr(err.message, "metadata server") != NULL, "%s", err.message);
+    /* One attempt at a token for the whole call, and nothing sent without one. */
+    ck_assert_uint_eq(gcp_auth_fetch_count(auth), 1);
+    ck_assert_int_eq(S->n, 0);
+    queue_close(q);
+    gcp_auth_free(auth);
+}
+END_TEST
+
 /* ---- outcomes ---------------------------------------------------------- */
 
 #define A(code, rpc)                                                                               \
@@ -925,6 +959,7 @@ static Suite *suite(void)
     tcase_add_test(tc, create_and_delete_requests_have_the_exact_shape);
     tcase_add_test(tc, options_are_checked);
     tcase_add_test(tc, token_is_sent_and_refreshed_after_401);
+    tcase_add_test(tc, no_token_fails_the_bulk_once);
     tcase_add_test(tc, outcome_table_one_by_one);
     tcase_add_test(tc, outcome_table_in_bulk);
     tcase_add_test(tc, remove_outcomes);

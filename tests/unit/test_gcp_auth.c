@@ -262,12 +262,21 @@ START_TEST(failed_refresh_keeps_a_valid_token)
     a = metadata_auth(&p, test_clock);
     header_is(a, "Bearer ya29.fake-metadata-1");
     stop_fake(&p);
-    /* The server is gone: a token with 100 s left is still handed out. */
+    /* The server is gone: a token with 100 s left is still handed out... */
     atomic_store(&clock_now, t0 + 3500);
     header_is(a, "Bearer ya29.fake-metadata-1");
-    /* Once expired, the failure shows. */
+    ck_assert_uint_eq(gcp_auth_fetch_count(a), 2);
+    /* ...without asking again for 10 s... */
+    atomic_store(&clock_now, t0 + 3509);
+    header_is(a, "Bearer ya29.fake-metadata-1");
+    ck_assert_uint_eq(gcp_auth_fetch_count(a), 2);
+    atomic_store(&clock_now, t0 + 3511);
+    header_is(a, "Bearer ya29.fake-metadata-1");
+    ck_assert_uint_eq(gcp_auth_fetch_count(a), 3);
+    /* ...and once expired, the failure shows. */
     atomic_store(&clock_now, t0 + 3601);
     ck_assert_int_eq(gcp_auth_header(a, h, sizeof(h), &err), ST_UNAVAILABLE);
+    ck_assert_uint_eq(gcp_auth_fetch_count(a), 4);
     ck_assert_str_eq(h, "");
     ck_assert_ptr_nonnull(strstr(err.message, "metadata server"));
     gcp_auth_free(a);
