@@ -15,6 +15,7 @@
 #include "core/util.h"
 #include "fake_proc.h"
 #include "gcp/auth.h"
+#include "gcp/jwt.h"
 #include "http/client.h"
 #include "queue/cloudtasks_queue.h"
 
@@ -30,6 +31,39 @@ struct ct_env {
     struct http_client *client;
     struct gcp_auth *auth;
 };
+
+/*
+ * The fake Google issuer's key, made once for the run and handed to every
+ * fake: RSA generation costs a good part of a second per fake otherwise.
+ */
+static char key_dir[64], key_path[128];
+
+static void key_remove(void)
+{
+    unlink(key_path);
+    rmdir(key_dir);
+}
+
+static const char *issuer_key(void)
+{
+    struct error err;
+    char *pem = NULL;
+    FILE *f;
+
+    if (key_path[0])
+        return key_path;
+    str_copy(key_dir, sizeof(key_dir), "/tmp/queue-ct-key-XXXXXX");
+    ck_assert_ptr_nonnull(mkdtemp(key_dir));
+    ck_assert(str_printf(key_path, sizeof(key_path), "%s/issuer.pem", key_dir));
+    ck_assert_int_eq(jwt_rsa_generate(0, &pem, &err), ST_OK);
+    f = fopen(key_path, "w");
+    ck_assert_ptr_nonnull(f);
+    fputs(pem, f);
+    fclose(f);
+    free(pem);
+    atexit(key_remove);
+    return key_path;
+}
 
 /* The queue definition as deploy/queue.json spells it, for the fake. */
 static void write_config(const struct queue_config *qc, const char *path)
@@ -57,8 +91,8 @@ static void ct_open(const struct queue_config *qc, const char *target_url, const
     struct ct_env *c = xcalloc(1, sizeof(*c));
     struct gcp_auth_options ao = {.none = true};
     struct cloudtasks_options o;
-    char config_env[160];
-    const char *fake_env[] = {config_env, "FAKE_PROJECT=" PROJECT, NULL};
+    char config_env[160], key_env[160];
+    const char *fake_env[] = {config_env, key_env, "FAKE_PROJECT=" PROJECT, NULL};
     struct error err;
 
     str_copy(c->dir, sizeof(c->dir), "/tmp/queue-ct-XXXXXX");
@@ -66,6 +100,7 @@ static void ct_open(const struct queue_config *qc, const char *target_url, const
     ck_assert(str_printf(c->config_path, sizeof(c->config_path), "%s/queue.json", c->dir));
     write_config(qc, c->config_path);
     ck_assert(str_printf(config_env, sizeof(config_env), "FAKE_QUEUE_CONFIG=%s", c->config_path));
+    ck_assert(str_printf(key_env, sizeof(key_env), "FAKE_ISSUER_KEY=%s", issuer_key()));
     ck_assert_msg(fake_proc_start(&c->fake, FAKE_TASKS_BIN, fake_env),
                   "fake-cloudtasks did not start");
     c->client = http_client_new(NULL);

@@ -148,9 +148,10 @@ double fake_random(void)
 /* ---- the fake Google ID-token issuer ----------------------------------------- */
 
 struct fake_google {
-    char *pem;
-    char *jwks;
+    char *key_path; /* NULL: generate */
     pthread_mutex_t mu;
+    char *pem; /* loaded or generated on first use: RSA generation is slow */
+    char *jwks;
     char *emails[EMAILS_MAX];
     struct oidc_local_issuer *issuers[EMAILS_MAX];
     size_t n;
@@ -178,14 +179,16 @@ static char *read_key(const char *path)
     return buf_take(&b, NULL);
 }
 
-struct fake_google *fake_google_new(const char *key_path)
+/* The key and its JWKS, made on first use (the caller holds g->mu). */
+static void key_ensure(struct fake_google *g)
 {
-    struct fake_google *g = xcalloc(1, sizeof(*g));
     json_t *jwks = NULL;
     struct error err;
 
-    if (key_path && key_path[0]) {
-        g->pem = read_key(key_path);
+    if (g->pem)
+        return;
+    if (g->key_path) {
+        g->pem = read_key(g->key_path);
     } else if (jwt_rsa_generate(0, &g->pem, &err) != ST_OK) {
         fprintf(stderr, "fake: %s\n", err.message);
         exit(1);
@@ -196,7 +199,18 @@ struct fake_google *fake_google_new(const char *key_path)
     }
     g->jwks = json_dump_compact(jwks);
     json_decref(jwks);
+}
+
+struct fake_google *fake_google_new(const char *key_path)
+{
+    struct fake_google *g = xcalloc(1, sizeof(*g));
+
+    g->key_path = key_path && key_path[0] ? xstrdup(key_path) : NULL;
     pthread_mutex_init(&g->mu, NULL);
+    if (g->key_path) {
+        /* A configured key is checked at start-up, so that a bad one fails the start. */
+        key_ensure(g);
+    }
     return g;
 }
 
@@ -213,6 +227,7 @@ void fake_google_free(struct fake_google *g)
     pthread_mutex_destroy(&g->mu);
     free(g->jwks);
     free(g->pem);
+    free(g->key_path);
     free(g);
 }
 
@@ -225,6 +240,7 @@ static struct oidc_local_issuer *issuer_for(struct fake_google *g, const char *e
     size_t i;
 
     pthread_mutex_lock(&g->mu);
+    key_ensure(g);
     for (i = 0; i < g->n; i++) {
         if (strcmp(g->emails[i], email) == 0) {
             li = g->issuers[i];
@@ -272,7 +288,10 @@ static void serve_jwks(struct http_request *req, struct http_response *resp, voi
     str_printf(cc, sizeof(cc), "public, max-age=%d, must-revalidate, no-transform",
                FAKE_JWKS_MAX_AGE);
     http_response_header(resp, "Cache-Control", cc);
+    pthread_mutex_lock(&g->mu);
+    key_ensure(g);
     http_respond_bytes(resp, 200, "application/json; charset=UTF-8", g->jwks, strlen(g->jwks));
+    pthread_mutex_unlock(&g->mu);
 }
 
 void fake_google_routes(struct fake_google *g, struct http_server *srv)

@@ -76,8 +76,10 @@ double fake_random(void);
 struct fake_google;
 
 /*
- * Uses the PEM private key in key_path, or generates one when key_path is
- * NULL or empty. Exits on failure.
+ * Uses the PEM private key in key_path (read now), or generates one on
+ * first use when key_path is NULL or empty (RSA generation takes a good
+ * part of a second: a fake that never signs never pays it). Exits on
+ * failure.
  */
 struct fake_google *fake_google_new(const char *key_path);
 void fake_google_free(struct fake_google *g);
