@@ -949,6 +949,98 @@ START_TEST(fake_delivers_duplicates_when_asked)
 }
 END_TEST
 
+/* fake-cloudtasks answers malformed requests as the API would (gcp.md 1.2, 1.9). */
+START_TEST(fake_validates_like_the_api)
+{
+#define Q  "/v2/projects/test-project/locations/us-central1/queues/batch-processing-queue"
+#define N  "projects/test-project/locations/us-central1/queues/batch-processing-queue/tasks/"
+#define HR "\"httpRequest\":{\"url\":\"https://w.example/x\""
+    static const struct {
+        const char *path;
+        const char *body;
+        long code;
+        const char *status;
+    } cases[] = {
+        {Q "/tasks", "{\"task\":{" HR "}}}", 200, NULL},
+        {Q "/tasks", "{\"task\":{\"name\":\"" N "ok-1\"," HR "}}}", 200, NULL},
+        {Q "/tasks", "{\"task\":{\"name\":\"" N "ok-1\"," HR "}}}", 409, "ALREADY_EXISTS"},
+        {Q "/tasks", "{\"task\":{\"name\":\"" N "bad.id\"," HR "}}}", 400, "INVALID_ARGUMENT"},
+        {Q "/tasks",
+         "{\"task\":{\"name\":\"projects/test-project/locations/us-central1/queues/other/tasks/"
+         "x\"," HR "}}}",
+         400, "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{\"name\":\"x\"," HR "}}}", 400, "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{\"dispatchDeadline\":\"14s\"," HR "}}}", 400, "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{\"dispatchDeadline\":\"1801s\"," HR "}}}", 400,
+         "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{\"dispatchDeadline\":\"1800s\"," HR "}}}", 200, NULL},
+        {Q "/tasks", "{\"task\":{\"scheduleTime\":\"2099-01-01T00:00:00Z\"," HR "}}}", 400,
+         "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{\"scheduleTime\":\"tomorrow\"," HR "}}}", 400, "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{" HR ",\"httpMethod\":\"GET\",\"body\":\"e30=\"}}}", 400,
+         "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{" HR ",\"httpMethod\":\"PUT\",\"body\":\"e30=\"}}}", 200, NULL},
+        {Q "/tasks", "{\"task\":{" HR ",\"body\":\"not base64!\"}}}", 400, "INVALID_ARGUMENT"},
+        {Q "/tasks",
+         "{\"task\":{" HR ",\"oidcToken\":{\"serviceAccountEmail\":\"a@b.c\"},"
+         "\"oauthToken\":{\"serviceAccountEmail\":\"a@b.c\"}}}}",
+         400, "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{" HR ",\"oidcToken\":{\"audience\":\"x\"}}}}", 400,
+         "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{\"foo\":1," HR "}}}", 400, "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{" HR ",\"bodyy\":\"e30=\"}}}", 400, "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{" HR "}},\"extra\":true}", 400, "INVALID_ARGUMENT"},
+        {Q "/tasks", "{\"task\":{\"httpRequest\":{\"url\":\"ftp://w.example/\"}}}", 400,
+         "INVALID_ARGUMENT"},
+        {"/v2/projects/test-project/locations/us-central1/queues/nope/tasks",
+         "{\"task\":{" HR "}}}", 404, "NOT_FOUND"},
+        {"/v2/projects/other/locations/us-central1/queues/batch-processing-queue/tasks",
+         "{\"task\":{" HR "}}}", 404, "NOT_FOUND"},
+    };
+    static const char *const env[] = {"FAKE_DISPATCH=0", NULL};
+    struct fake_proc f;
+    size_t i;
+
+    ck_assert(fake_proc_start(&f, FAKE_TASKS_BIN, env));
+    for (i = 0; i < ARRAY_SIZE(cases); i++) {
+        json_t *body = json_loads(cases[i].body, 0, NULL), *out;
+        long code;
+
+        ck_assert_msg(body != NULL, "case %zu: bad test json", i);
+        out = fake_proc_call(C, &f, "POST", cases[i].path, body, &code);
+        ck_assert_msg(code == cases[i].code, "case %zu: http %ld, want %ld", i, code,
+                      cases[i].code);
+        if (cases[i].status)
+            ck_assert_str_eq(json_str_or(json_object_get(out, "error"), "status", ""),
+                             cases[i].status);
+        else
+            ck_assert_ptr_nonnull(json_str_or(out, "name", NULL));
+        json_decref(out);
+        json_decref(body);
+    }
+    /* Zero counts are left out of the task (proto3 JSON), and deleting twice is NOT_FOUND. */
+    {
+        long code;
+        json_t *out = fake_proc_call(C, &f, "GET", Q "/tasks/ok-1", NULL, &code);
+
+        ck_assert_int_eq(code, 200);
+        ck_assert_ptr_null(json_object_get(out, "dispatchCount"));
+        ck_assert_str_eq(json_str_or(out, "view", ""), "BASIC");
+        json_decref(out);
+        out = fake_proc_call(C, &f, "DELETE", Q "/tasks/ok-1", NULL, &code);
+        ck_assert_int_eq(code, 200);
+        json_decref(out);
+        out = fake_proc_call(C, &f, "DELETE", Q "/tasks/ok-1", NULL, &code);
+        ck_assert_int_eq(code, 404);
+        json_decref(out);
+    }
+    ck_assert(fake_proc_stop(&f));
+#undef Q
+#undef N
+#undef HR
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("cloudtasks");
@@ -966,6 +1058,7 @@ static Suite *suite(void)
     tcase_add_test(tc, bulk_enqueue_is_bounded_and_fast);
     tcase_add_test(tc, bulk_enqueue_retries_injected_errors);
     tcase_add_test(tc, fake_delivers_duplicates_when_asked);
+    tcase_add_test(tc, fake_validates_like_the_api);
     suite_add_tcase(s, tc);
     return s;
 }

@@ -25,6 +25,7 @@
 #include "fake_proc.h"
 #include "gcp/auth.h"
 #include "gcp/jwt.h"
+#include "gcp/oidc.h"
 
 #define SA_EMAIL "svc@key-project.iam.gserviceaccount.com"
 #define MD_EMAIL "worker@md-project.iam.gserviceaccount.com"
@@ -598,6 +599,49 @@ START_TEST(project_and_email_from_metadata)
 }
 END_TEST
 
+START_TEST(metadata_identity_token_verifies)
+{
+    static const char *const env[] = {"FAKE_EMAIL=" MD_EMAIL, NULL};
+    const char *issuers[] = {"https://accounts.google.com", NULL};
+    const char *headers[] = {"Metadata-Flavor: Google", NULL};
+    char url[256], jwks_url[128];
+    struct oidc_verifier *v;
+    struct oidc_config cfg;
+    struct http_result res;
+    struct fake_proc p;
+    struct error err;
+
+    /* The fake metadata server mints Google-style ID tokens, verified against its JWKS. */
+    start_fake(&p, env);
+    ck_assert(str_printf(url, sizeof(url),
+                         "%s/computeMetadata/v1/instance/service-accounts/default/identity"
+                         "?audience=https%%3A%%2F%%2Fworker.example&format=full",
+                         p.base));
+    ck_assert(str_printf(jwks_url, sizeof(jwks_url), "%s/oauth2/v3/certs", p.base));
+    {
+        struct http_call call = {.url = url, .headers = headers};
+
+        http_result_init(&res);
+        ck_assert_int_eq(http_client_do(client, &call, &res, &err), ST_OK);
+        ck_assert_int_eq(res.status, 200);
+    }
+    memset(&cfg, 0, sizeof(cfg));
+    cfg.issuers = issuers;
+    cfg.audience = "https://worker.example";
+    cfg.email = MD_EMAIL;
+    cfg.jwks_url = jwks_url;
+    cfg.fetch = oidc_http_fetch;
+    cfg.fetch_ud = client;
+    v = oidc_verifier_new(&cfg, &err);
+    ck_assert_ptr_nonnull(v);
+    ck_assert_msg(oidc_verify(v, buf_str(&res.body), NULL, &err) == ST_OK, "%s", err.message);
+    http_result_release(&res);
+    oidc_verifier_free(v);
+    ck_assert_int_eq(fake_proc_stat(client, &p, "identityRequests"), 1);
+    stop_fake(&p);
+}
+END_TEST
+
 START_TEST(emulator_mode_has_no_token)
 {
     struct gcp_auth_options o;
@@ -639,6 +683,7 @@ static Suite *suite(void)
     tcase_add_test(tc, sign_with_iam_signblob);
     tcase_add_test(tc, project_and_email_from_key_file);
     tcase_add_test(tc, project_and_email_from_metadata);
+    tcase_add_test(tc, metadata_identity_token_verifies);
     tcase_add_test(tc, emulator_mode_has_no_token);
     suite_add_tcase(s, tc);
     return s;
