@@ -18,6 +18,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/util.h"
+#include "queue/queue_config.h"
 
 #define URL_MAX          4096
 #define TARGET_URL_MAX   2083 /* Cloud Tasks' limit on httpRequest.url (gcp.md 1.2) */
@@ -55,35 +56,6 @@ static bool chars_in(const char *s, const char *extra)
             return false;
     }
     return true;
-}
-
-/* queue.h's names: [A-Za-z0-9_-], 1 to TASK_NAME_MAX - 1 characters. */
-static enum status check_name(const char *name, struct error *err)
-{
-    if (!memchr(name, '\0', TASK_NAME_MAX))
-        return error_set(err, ST_INVALID, "invalid_task_name", "task name longer than %d chars",
-                         TASK_NAME_MAX - 1);
-    if (!name[0] || !chars_in(name, "-_"))
-        return error_set(err, ST_INVALID, "invalid_task_name",
-                         "task name \"%.64s\" must be 1-%d chars of [A-Za-z0-9_-]", name,
-                         TASK_NAME_MAX - 1);
-    return ST_OK;
-}
-
-/* "600s", or "15.5s" for a fraction (Cloud Tasks truncates deadlines to milliseconds). */
-static void format_duration(double s, char *out, size_t cap)
-{
-    size_t n;
-
-    if (s == (double)(int64_t)s) {
-        str_printf(out, cap, "%llds", (long long)s);
-        return;
-    }
-    str_printf(out, cap, "%.3f", s);
-    n = strlen(out);
-    while (n > 0 && out[n - 1] == '0')
-        out[--n] = '\0';
-    str_printf(out + n, cap - n, "s");
 }
 
 /* ---- outcomes ----------------------------------------------------------- */
@@ -216,17 +188,23 @@ static enum status create_body(const struct ct_queue *ct, const struct task_spec
 
     *out = NULL;
     buf_init(&b64, base64_encoded_len(QUEUE_CT_BODY_MAX, B64_STD));
-    if (t->name[0] && (st = check_name(t->name, err)) != ST_OK)
+    if (t->name[0] && (st = queue_check_name(t->name, err)) != ST_OK)
         goto out;
+    if (t->body_len > 0 && !t->body) {
+        st = error_set(err, ST_INVALID, NULL, "task %.64s has a length but no body", t->name);
+        goto out;
+    }
     if (t->body_len > QUEUE_CT_BODY_MAX) {
         st = error_set(err, ST_TOO_LARGE, NULL, "task %.64s: body of %zu bytes exceeds %d bytes",
                        t->name, t->body_len, QUEUE_CT_BODY_MAX);
         goto out;
     }
-    if (t->schedule_time > 0 && (t->schedule_time > time_now_us() + SCHEDULE_AHEAD_S * 1000000 ||
-                                 !time_format_rfc3339(t->schedule_time, when, sizeof(when)))) {
-        st = error_set(err, ST_INVALID, NULL, "task %.64s: schedule time more than 30 days ahead",
-                       t->name);
+    /* Cloud Tasks takes a past time as now; before 1970 or past 30 days is refused. */
+    if (t->schedule_time < 0 ||
+        (t->schedule_time > 0 && (t->schedule_time > time_now_us() + SCHEDULE_AHEAD_S * 1000000 ||
+                                  !time_format_rfc3339(t->schedule_time, when, sizeof(when))))) {
+        st = error_set(err, ST_INVALID, "invalid_schedule_time",
+                       "task %.64s is scheduled more than 30 days ahead or before 1970", t->name);
         goto out;
     }
     task = json_object();
@@ -388,7 +366,7 @@ static enum status ct_remove(void *state, const char *name, struct error *err)
     struct request r;
     enum status st;
 
-    if ((st = check_name(name, err)) != ST_OK)
+    if ((st = queue_check_name(name, err)) != ST_OK)
         return st;
     memset(&r, 0, sizeof(r));
     r.method = "DELETE";
@@ -708,7 +686,7 @@ struct queue *queue_cloudtasks_open(const struct cloudtasks_options *o, struct e
     ct->service_account = xstrdup(o->service_account);
     ct->audience = xstrdup(o->audience);
     if (o->dispatch_deadline_s > 0)
-        format_duration(o->dispatch_deadline_s, ct->deadline, sizeof(ct->deadline));
+        duration_format(o->dispatch_deadline_s, ct->deadline, sizeof(ct->deadline));
     ct->auth = o->auth;
     ct->client = o->client;
     ct->max_in_flight = o->max_in_flight > 0 ? o->max_in_flight : QUEUE_CT_IN_FLIGHT;

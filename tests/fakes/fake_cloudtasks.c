@@ -259,21 +259,6 @@ static void task_finish(struct fake *f, struct task *t, int64_t now)
 
 /* ---- small helpers ------------------------------------------------------ */
 
-static void format_duration(double s, char *out, size_t cap)
-{
-    size_t n;
-
-    if (s == (double)(int64_t)s) {
-        str_printf(out, cap, "%llds", (long long)s);
-        return;
-    }
-    str_printf(out, cap, "%.3f", s);
-    n = strlen(out);
-    while (n > 0 && out[n - 1] == '0')
-        out[--n] = '\0';
-    str_printf(out + n, cap - n, "s");
-}
-
 static json_t *time_json(int64_t us)
 {
     char s[RFC3339_MAX];
@@ -338,7 +323,7 @@ static json_t *task_json(const struct task *t, bool full)
         json_object_set_new(req, "oauthToken",
                             json_pack("{s:s, s:s}", "serviceAccountEmail", t->oauth_email, "scope",
                                       t->oauth_scope));
-    format_duration(t->deadline_s, d, sizeof(d));
+    duration_format(t->deadline_s, d, sizeof(d));
     o = json_pack("{s:s, s:o, s:o, s:s, s:o, s:s}", "name", t->name, "scheduleTime",
                   time_json(t->schedule_us), "createTime", time_json(t->create_us),
                   "dispatchDeadline", d, "httpRequest", req, "view", full ? "FULL" : "BASIC");
