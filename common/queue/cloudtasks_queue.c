@@ -44,7 +44,7 @@ struct ct_queue {
     long retry_cap_ms;
 };
 
-/* ---- validation --------------------------------------------------------- */
+/* ---- options --------------------------------------------------------- */
 
 static bool chars_in(const char *s, const char *extra)
 {
@@ -402,9 +402,10 @@ struct bulk {
     const struct task_spec *tasks;
     size_t n;
     enum status *results;
-    size_t next;              /* next task not started */
-    int active;               /* requests in flight */
-    struct slot *waiting;     /* slots waiting for their retry, earliest first */
+    size_t next;          /* next task not started */
+    int active;           /* requests in flight */
+    struct slot *waiting; /* slots waiting for their retry, earliest first */
+    int n_waiting;
     char *refused_auth;       /* the last Authorization header answered 401 */
     struct error auth_failed; /* set once no token could be had */
     size_t failed;
@@ -438,6 +439,7 @@ static void bulk_wait(struct bulk *b, struct slot *s, int64_t delay_ms)
     struct slot **p = &b->waiting;
 
     s->due_ms = time_mono_ms() + delay_ms;
+    b->n_waiting++;
     while (*p && (*p)->due_ms <= s->due_ms)
         p = &(*p)->next;
     s->next = *p;
@@ -478,10 +480,14 @@ static void slot_send(struct bulk *b, struct slot *s)
     http_multi_add(b->multi, &call, on_done, s);
 }
 
-/* Starts new tasks while there is room. */
+/*
+ * Starts new tasks while there is room. A task waiting for its retry keeps
+ * its place: when the service pushes back, new tasks wait too, and the
+ * tasks begun but not finished stay within the bound.
+ */
 static void bulk_feed(struct bulk *b)
 {
-    while (b->active < b->ct->max_in_flight && b->next < b->n) {
+    while (b->active + b->n_waiting < b->ct->max_in_flight && b->next < b->n) {
         size_t i = b->next++;
         struct slot *s = xcalloc(1, sizeof(*s));
         struct error e;
@@ -507,6 +513,7 @@ static void bulk_admit(struct bulk *b)
         struct slot *s = b->waiting;
 
         b->waiting = s->next;
+        b->n_waiting--;
         s->next = NULL;
         slot_send(b, s);
     }

@@ -47,9 +47,15 @@
  *
  * Bounds: task bodies up to QUEUE_CT_BODY_MAX bytes (ST_TOO_LARGE, before
  * any request); names as in queue.h (ST_INVALID before any request);
- * enqueue_many keeps at most max_in_flight requests in flight, over one
- * curl multi handle per call (HTTP/2 multiplexed against Google, reused
- * keep-alive connections over HTTP/1.1).
+ * enqueue_many keeps at most max_in_flight tasks begun and not finished
+ * (a request in flight, or waiting for its retry), over one curl multi
+ * handle per call (HTTP/2 multiplexed against Google, reused keep-alive
+ * connections over HTTP/1.1). Per-task outcomes go to results[]; the call
+ * returns ST_OK when every task was created or already existed, else the
+ * first failure's status with a message naming the task and the count
+ * ("cannot enqueue task 2 of 5 (1 failed): ..."). When no access token can
+ * be had, the tasks not yet sent fail with that error without asking
+ * again.
  */
 #ifndef QUEUE_CLOUDTASKS_QUEUE_H
 #define QUEUE_CLOUDTASKS_QUEUE_H
