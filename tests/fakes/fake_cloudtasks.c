@@ -418,8 +418,7 @@ static bool header_value_ok(const char *v)
 }
 
 /* Fills t from the request (t zeroed) or says why the API would refuse it. */
-static bool parse_create(struct fake *f, const char *parent, const json_t *root, struct task *t,
-                         struct reject *r)
+static bool parse_create(const char *parent, const json_t *root, struct task *t, struct reject *r)
 {
     static const char *const top_fields[] = {"task", "responseView", NULL};
     static const char *const task_fields[] = {
@@ -626,7 +625,6 @@ static bool parse_create(struct fake *f, const char *parent, const json_t *root,
             return false;
         t->oauth_scope = xstrdup(s && *s ? s : "https://www.googleapis.com/auth/cloud-platform");
     }
-    UNUSED(f);
     return true;
 }
 
@@ -671,7 +669,7 @@ static void create_task(struct fake *f, struct http_request *req, struct http_re
         return;
     parent_of(f, parent, sizeof(parent));
     memset(&parsed, 0, sizeof(parsed));
-    if (!parse_create(f, parent, http_request_json(req), &parsed, &r)) {
+    if (!parse_create(parent, http_request_json(req), &parsed, &r)) {
         task_clear(&parsed);
         pthread_mutex_lock(&f->mu);
         f->st.rejected++;
