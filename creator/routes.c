@@ -203,6 +203,12 @@ static void creator_teardown(void *state)
     free(c);
 }
 
+/* The HTTP layer's own errors (413, 415, malformed JSON) in the partner's language. */
+static void creator_localize(const struct http_request *req, struct error *err)
+{
+    lang_localize(err, lang_from_header(http_request_header(req, "Accept-Language")));
+}
+
 const struct service_def creator_service = {
     "creator",
     "The partner-facing batch API: validates batches, stores them, enqueues one task per "
@@ -211,5 +217,6 @@ const struct service_def creator_service = {
     creator_setup,
     creator_ready,
     NULL,
+    creator_localize,
     creator_teardown,
 };

@@ -118,6 +118,7 @@ int service_main(int argc, char **argv, const struct service_def *def)
     opts.thread_stack_bytes = (size_t)settings.thread_stack_kb * 1024;
     opts.service = def->name;
     opts.access_log = true;
+    opts.localize = def->localize;
     srv = http_server_new(&opts, &err);
     if (!srv)
         goto fail;

@@ -26,6 +26,8 @@ struct service_def {
     enum status (*ready)(void *state, struct error *err);
     /* Called after the server stopped accepting and before it stops (may be NULL). */
     void (*draining)(void *state);
+    /* Re-words errors the HTTP layer answers itself (may be NULL), see server.h. */
+    void (*localize)(const struct http_request *req, struct error *err);
     /* Frees the state (may be NULL). */
     void (*teardown)(void *state);
 };

@@ -8,7 +8,7 @@ json_t *json_parse(const char *data, size_t len, struct error *err)
     json_error_t jerr;
     json_t *v;
 
-    v = json_loadb(data, len, JSON_REJECT_DUPLICATES, &jerr);
+    v = json_loadb(data, len, JSON_REJECT_DUPLICATES | JSON_DECODE_ANY, &jerr);
     if (!v) {
         error_set(err, ST_INVALID, "malformed_json", "malformed json at line %d column %d: %s",
                   jerr.line, jerr.column, jerr.text);

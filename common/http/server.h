@@ -32,6 +32,15 @@ struct http_server;
 struct http_request;
 struct http_response;
 
+/*
+ * Zero fields take the defaults below. Bounds applied to every request:
+ * paths over 2048 bytes (or path plus query over 8192) get 414, bodies over
+ * max_body_bytes get 413 (at once when Content-Length says so; a chunked
+ * body is drained up to 8 times the bound and answered 413 at its end,
+ * beyond that the connection is dropped), JSON bodies nested deeper than 64
+ * levels get 400 malformed_json. After shutdown begins, responses carry
+ * "Connection: close".
+ */
 struct http_server_options {
     const char *bind_address;  /* "0.0.0.0" when NULL */
     int port;                  /* 0 picks a free port, see http_server_port() */
@@ -40,7 +49,18 @@ struct http_server_options {
     size_t thread_stack_bytes; /* default 256 KiB */
     unsigned idle_timeout_s;   /* idle keep-alive connections closed after this; default 75 */
     const char *service;       /* for logs, e.g. "creator" */
-    bool access_log;           /* one log line per request; default on (false disables) */
+    /*
+     * One INFO line per request (WARNING for 5xx) with Cloud Logging's
+     * httpRequest. A bool cannot default to on in a zeroed struct, so callers
+     * set it: true enables, false (the zero value) disables.
+     */
+    bool access_log;
+    /*
+     * Optional: re-words the errors the server itself answers (404, 405,
+     * 413, 415, malformed JSON...) for the request, e.g. in its language.
+     * Must keep err->status and err->code.
+     */
+    void (*localize)(const struct http_request *req, struct error *err);
 };
 
 /* Route flags. */
@@ -60,12 +80,18 @@ struct http_server *http_server_new(const struct http_server_options *opts, stru
 /*
  * Registers a route. pattern is an absolute path whose segments are literal
  * or "{name}". Routes are matched in registration order; the first match of
- * both method and pattern wins. ud is passed to the handler.
+ * both method and pattern wins. ud is passed to the handler. Segments are
+ * matched after percent-decoding. Register every route before
+ * http_server_start() (BUG() otherwise).
  */
 void http_server_route(struct http_server *srv, const char *method, const char *pattern,
                        unsigned flags, http_handler_fn handler, void *ud);
 
-/* Starts listening and serving on background threads. */
+/*
+ * Starts listening and serving on background threads. bind_address must be
+ * a numeric IPv4 or IPv6 address (ST_INVALID otherwise); ST_IO when the
+ * address cannot be bound. Ignores SIGPIPE process-wide.
+ */
 enum status http_server_start(struct http_server *srv, struct error *err);
 
 /* The port actually bound (useful with port 0). */
@@ -81,15 +107,22 @@ bool http_server_draining(const struct http_server *srv);
  * Graceful shutdown: stop accepting new connections, let requests in flight
  * finish for up to grace_ms, then stop. Returns the number of requests still
  * running when the grace ran out (0 when all finished). Safe to call once.
+ * When it returns non-zero the daemon is left running (stopping it would
+ * wait for those handlers): the process is expected to exit.
  */
 unsigned http_server_shutdown(struct http_server *srv, int grace_ms);
 
-/* Frees the server; shuts it down first (grace 0) if still running. */
+/*
+ * Frees the server; shuts it down first (grace 0) if still running. If
+ * requests are still running it frees nothing (their threads use the
+ * server) and logs a warning; call it again once in_flight is 0.
+ */
 void http_server_free(struct http_server *srv);
 
 /* ---- request accessors (borrowed, valid during the handler) ------------ */
 
 const char *http_request_method(const struct http_request *req);
+/* The percent-decoded path, without the query. */
 const char *http_request_path(const struct http_request *req);
 /* Header value (case-insensitive name) or NULL. */
 const char *http_request_header(const struct http_request *req, const char *name);
@@ -133,7 +166,10 @@ void http_respond_error(struct http_response *resp, const struct error *err);
  * appends zero or more complete events ("event: x\ndata: y\n\n", or a
  * ": keep-alive\n\n" comment) to out and returns true to continue or false
  * to end the stream (after out is sent). free_ud(ud) is called once when
- * the stream ends for any reason, client disconnect included.
+ * the stream ends for any reason, client disconnect included (a disconnect
+ * is noticed on the next write, hence the keep-alive comments). out is
+ * bounded to 1 MiB per call. Once the server is draining, next() is called
+ * one last time and the stream ends after its output.
  */
 typedef bool (*http_sse_next_fn)(void *ud, struct buf *out);
 void http_respond_sse(struct http_response *resp, http_sse_next_fn next, void *ud,

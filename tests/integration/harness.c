@@ -14,6 +14,8 @@
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <sqlite3.h>
+
 #include "core/json.h"
 #include "core/timeutil.h"
 #include "core/util.h"
@@ -333,4 +335,95 @@ int log_count(const struct proc *p, const char *needle)
             n++;
     fclose(f);
     return n;
+}
+
+char *http_get_bytes(struct stack *s, const char *url, size_t *len, long *status)
+{
+    struct http_call call;
+    struct http_result res;
+    struct error err;
+    char *out = NULL;
+
+    memset(&call, 0, sizeof(call));
+    call.url = url;
+    call.timeout_ms = 30000;
+    call.max_response_bytes = 64 << 20;
+    http_result_init(&res);
+    *status = 0;
+    if (http_client_do(s->client, &call, &res, &err) == ST_OK) {
+        *status = res.status;
+        out = buf_take(&res.body, len);
+    }
+    http_result_release(&res);
+    return out;
+}
+
+void assert_results_are_images(struct stack *s, const json_t *doc)
+{
+    const json_t *images = json_object_get(doc, "images"), *img;
+    size_t i;
+
+    ck_assert_uint_eq(json_array_size(images), (size_t)jint(doc, "totalImages"));
+    json_array_foreach(images, i, img)
+    {
+        const json_t *result = json_object_get(img, "result");
+        const char *url = json_str_or(result, "url", NULL);
+        size_t len = 0;
+        long status;
+        char *bytes;
+
+        ck_assert_str_eq(json_str_or(img, "status", ""), "completed");
+        ck_assert_msg(url != NULL, "image %zu has no result url", i);
+        bytes = http_get_bytes(s, url, &len, &status);
+        ck_assert_msg(status == 200, "%s answered %ld", url, status);
+        ck_assert_msg(len > 8 && memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) == 0, "%s is not a PNG",
+                      url);
+        ck_assert_int_eq((long long)len, json_int_or(result, "bytes", -1));
+        free(bytes);
+    }
+}
+
+long long db_count(struct stack *s, const char *sql)
+{
+    char path[512];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long v = -1;
+
+    snprintf(path, sizeof(path), "%s/data/batch.db", s->dir);
+    ck_assert_int_eq(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL), SQLITE_OK);
+    sqlite3_busy_timeout(db, 10000);
+    ck_assert_msg(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK, "%s: %s", sql,
+                  sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+json_t *sim_stats(struct stack *s)
+{
+    char url[128];
+    long status;
+    json_t *j;
+
+    snprintf(url, sizeof(url), "%s/stats", s->sim_url);
+    j = http_json_call(s, "GET", url, NULL, NULL, &status);
+    ck_assert_int_eq(status, 200);
+    return j;
+}
+
+void sim_control(struct stack *s, const char *json)
+{
+    char url[128];
+    long status;
+    json_t *body = json_loads(json, 0, NULL), *j;
+
+    ck_assert_ptr_nonnull(body);
+    snprintf(url, sizeof(url), "%s/control", s->sim_url);
+    j = http_json_call(s, "POST", url, body, NULL, &status);
+    ck_assert_int_eq(status, 200);
+    json_decref(j);
+    json_decref(body);
 }
