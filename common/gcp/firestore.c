@@ -1723,12 +1723,13 @@ enum status firestore_run_transaction(struct firestore *fs, firestore_tx_fn fn, 
                 tx_outcome(fs, "committed");
                 break;
             }
-            /* A commit that failed otherwise than ABORTED may leave the transaction open. */
-            if (s != ST_ABORTED)
-                tx_abandon(&tx);
-        } else if (s != ST_ABORTED) {
-            tx_abandon(&tx);
         }
+        /*
+         * Roll back whatever failed, ABORTED included: Firestore has usually ended an aborted
+         * transaction already (the rollback then fails harmlessly), but an emulator or a
+         * proxy may not have, and its locks would stall the retry.
+         */
+        tx_abandon(&tx);
         if (s != ST_ABORTED) {
             tx_outcome(fs, "failed");
             break;

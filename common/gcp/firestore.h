@@ -348,9 +348,10 @@ typedef enum status (*firestore_tx_fn)(struct firestore_tx *tx, void *ud, struct
  * function that writes without reading commits its writes atomically
  * without a transaction. With no writes queued the transaction is rolled
  * back (its locks released) and ST_OK returned. On ABORTED (from a read or
- * the commit) the whole function runs again in a new transaction that
- * retries the old one, after a jittered backoff, up to tx_max_attempts
- * times; then ST_ABORTED. Any other failure rolls back and is returned.
+ * the commit) the attempt is rolled back and the whole function runs again
+ * in a new transaction that retries the old one (retryTransaction), after a
+ * jittered backoff, up to tx_max_attempts times; then ST_ABORTED. Any other
+ * failure rolls back and is returned.
  */
 enum status firestore_run_transaction(struct firestore *fs, firestore_tx_fn fn, void *ud,
                                       struct error *err);
