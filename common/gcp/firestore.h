@@ -322,9 +322,10 @@ enum status firestore_run_aggregation(struct firestore *fs, const char *parent,
 /*
  * batchWrite: writes (an array, borrowed; at most one per document) applied
  * independently, not atomically. codes[i] receives the final gRPC code of
- * write i (0 OK, 6 ALREADY_EXISTS, ...); writes failing with ABORTED,
- * RESOURCE_EXHAUSTED or UNAVAILABLE are resent alone, up to max_attempts.
- * Returns ST_OK when the calls themselves succeeded, whatever the codes.
+ * write i (0 OK, 6 ALREADY_EXISTS, ...; -1 when no answer came for it);
+ * writes failing with ABORTED, RESOURCE_EXHAUSTED or UNAVAILABLE are resent
+ * alone, up to max_attempts rounds. Returns ST_OK when the calls themselves
+ * succeeded, whatever the codes; otherwise the call's error.
  */
 enum status firestore_batch_write(struct firestore *fs, const json_t *writes, int *codes,
                                   struct error *err);
