@@ -19,6 +19,7 @@
 #include "core/id.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "core/util.h"
 
@@ -1204,6 +1205,25 @@ static void access_log(const struct http_request *req, enum MHD_RequestTerminati
               why ? why : "", why ? ")" : "");
 }
 
+/* Requests by route pattern (bounded cardinality), method and status, with latency. */
+static void count_request(const struct http_request *req)
+{
+    char status[8];
+    const char *labels[3];
+
+    snprintf(status, sizeof(status), "%d", req->status);
+    labels[0] = req->route ? req->route->pattern : "unmatched";
+    labels[1] = req->method ? req->method : "";
+    labels[2] = status;
+    metric_add(metric_counter("http_requests_total", "requests served by route, method and status",
+                              "route,method,status"),
+               labels, 1);
+    metric_observe(metric_histogram("http_request_seconds", "request latency by route",
+                                    "route,method,status", metrics_latency_buckets,
+                                    metrics_latency_buckets_n),
+                   labels, (double)(time_mono_us() - req->start_us) / 1e6);
+}
+
 /* Runs on the connection's thread once per request, whatever its fate. */
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
@@ -1215,6 +1235,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req) {
         if (srv->opts.access_log)
             access_log(req, toe);
+        count_request(req);
         *con_cls = NULL;
         request_free(req);
         atomic_fetch_sub(&srv->in_flight, 1);

@@ -37,6 +37,12 @@ struct stack {
     struct stack_opts opts;
 };
 
+/*
+ * Aborts the process with a message unless ok. The harness serves both the
+ * Check scenarios (where an abort fails the test) and the benchmark.
+ */
+void need(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Starts everything and waits until each process answers /healthz. Aborts the test on failure. */
 void stack_start(struct stack *s, const struct stack_opts *opts);
 
