@@ -319,13 +319,67 @@ json_t *firestore_value_string(const char *s)
     return firestore_value_stringn(s, strlen(s));
 }
 
+/* Length of the valid UTF-8 sequence at p (n bytes left), 0 when invalid (RFC 3629). */
+static size_t utf8_seq(const unsigned char *p, size_t n)
+{
+    size_t len, i;
+    unsigned char lo = 0x80, hi = 0xBF;
+
+    if (p[0] < 0x80)
+        return 1;
+    if (p[0] >= 0xC2 && p[0] <= 0xDF)
+        len = 2;
+    else if (p[0] >= 0xE0 && p[0] <= 0xEF)
+        len = 3;
+    else if (p[0] >= 0xF0 && p[0] <= 0xF4)
+        len = 4;
+    else
+        return 0;
+    if (p[0] == 0xE0)
+        lo = 0xA0; /* overlong */
+    else if (p[0] == 0xED)
+        hi = 0x9F; /* surrogates */
+    else if (p[0] == 0xF0)
+        lo = 0x90; /* overlong */
+    else if (p[0] == 0xF4)
+        hi = 0x8F; /* above U+10FFFF */
+    if (len > n || p[1] < lo || p[1] > hi)
+        return 0;
+    for (i = 2; i < len; i++) {
+        if (p[i] < 0x80 || p[i] > 0xBF)
+            return 0;
+    }
+    return len;
+}
+
 json_t *firestore_value_stringn(const char *s, size_t n)
 {
+    const unsigned char *p = (const unsigned char *)s;
     json_t *v = json_stringn(s, n);
+    char *fixed;
+    size_t i, k;
 
-    /* jansson refuses invalid UTF-8; Firestore would too. Keep the valid prefix's meaning: null. */
+    if (v)
+        return value1("stringValue", v);
+    /* Not UTF-8 (Firestore refuses it too): each invalid byte becomes U+FFFD. */
+    fixed = xmalloc(3 * n + 1);
+    for (i = 0, k = 0; i < n;) {
+        size_t len = utf8_seq(p + i, n - i);
+
+        if (len == 0) {
+            memcpy(fixed + k, "\xEF\xBF\xBD", 3);
+            k += 3;
+            i++;
+        } else {
+            memcpy(fixed + k, p + i, len);
+            k += len;
+            i += len;
+        }
+    }
+    v = json_stringn(fixed, k);
+    free(fixed);
     if (!v)
-        return firestore_value_null();
+        BUG("utf-8 repair of a %zu-byte string failed", n);
     return value1("stringValue", v);
 }
 
@@ -1059,7 +1113,8 @@ struct firestore *firestore_new(const struct firestore_options *o, struct error 
                     db) ||
         !str_printf(fs->root, sizeof(fs->root), "%s/documents", fs->database))
         goto too_long;
-    fs->auth = o->auth;
+    /* An emulator gets no token, whatever auth was given: "Bearer owner" (gcp.md 2.12). */
+    fs->auth = o->emulator_host && *o->emulator_host ? NULL : o->auth;
     fs->http = o->http;
     if (!fs->http) {
         fs->http = http_client_new(NULL);

@@ -80,7 +80,8 @@ struct firestore;
 struct firestore_options {
     /*
      * host:port of an emulator (the FIRESTORE_EMULATOR_HOST convention): the
-     * base becomes http://host:port. NULL or "": base_url is used.
+     * base becomes http://host:port and no token is sent ("Bearer owner"),
+     * auth being ignored. NULL or "": base_url is used.
      */
     const char *emulator_host;
     const char *base_url;      /* default FIRESTORE_DEFAULT_BASE */
@@ -157,7 +158,8 @@ json_t *firestore_value_int(int64_t i);
 json_t *firestore_value_double(double d); /* NaN and ±Inf as "NaN", "Infinity", "-Infinity" */
 /* A timestamp; times outside years 0001-9999 are clamped to that range. */
 json_t *firestore_value_timestamp(int64_t us);
-json_t *firestore_value_string(const char *s); /* NULL gives nullValue */
+/* NULL gives nullValue; bytes that are not UTF-8 become U+FFFD (Firestore stores UTF-8). */
+json_t *firestore_value_string(const char *s);
 json_t *firestore_value_stringn(const char *s, size_t n);
 json_t *firestore_value_bytes(const void *data, size_t n); /* standard base64 */
 json_t *firestore_value_reference(const char *name);

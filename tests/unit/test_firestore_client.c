@@ -23,6 +23,7 @@
 #include "batch/model.h"
 #include "core/buf.h"
 #include "core/json.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "core/util.h"
 #include "gcp/firestore.h"
@@ -145,7 +146,18 @@ START_TEST(commit_preconditions)
                  json_array_get(json_object_get(resp, "writeResults"), 0), "updateTime")));
     json_decref(resp);
     /* The same create again: ALREADY_EXISTS, and it is not retried (one call). */
-    ck_assert_int_eq(commit1(FS, w, NULL, &err), ST_ALREADY_EXISTS);
+    {
+        const char *labels[] = {"commit", "already_exists"};
+        struct metric *m = metric_counter("firestore_calls_total", "", "method,outcome");
+        double before = metric_value(m, labels);
+        struct firestore_stats st0, st1;
+
+        firestore_stats(FS, &st0);
+        ck_assert_int_eq(commit1(FS, w, NULL, &err), ST_ALREADY_EXISTS);
+        firestore_stats(FS, &st1);
+        ck_assert_uint_eq(st1.calls - st0.calls, 1);
+        ck_assert(metric_value(m, labels) == before + 1);
+    }
     ck_assert_str_eq(err.code, "firestore_already_exists");
 
     w = firestore_write_update(other, json_pack("{s:o}", "a", firestore_value_int(2)));

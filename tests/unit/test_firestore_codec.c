@@ -280,6 +280,11 @@ START_TEST(other_kinds)
     ck_assert(firestore_value_get_geo(v, &lat, &lng));
     ck_assert(lat == 1.5 && lng == 0.0);
     json_decref(v);
+    /* Invalid UTF-8: each bad byte becomes U+FFFD, the valid sequences stay. */
+    dumps_as(firestore_value_stringn("ok\xff\xc3\xa9\xed\xa0\x80!", 9),
+             "{\"stringValue\":\"ok\xef\xbf\xbd\xc3\xa9\xef\xbf\xbd\xef\xbf\xbd"
+             "\xef\xbf\xbd!\"}");
+    dumps_as(firestore_value_stringn("\xc3", 1), "{\"stringValue\":\"\xef\xbf\xbd\"}");
     v = parse("{\"nullValue\":\"NULL_VALUE\"}");
     ck_assert_int_eq(firestore_value_kind(v), FS_NULL);
     json_decref(v);
