@@ -1,5 +1,5 @@
 #include "check_main.h"
-#include "providers/breaker.h"
+#include "core/breaker.h"
 
 START_TEST(opens_after_threshold_and_recovers)
 {

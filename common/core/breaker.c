@@ -1,4 +1,4 @@
-#include "providers/breaker.h"
+#include "core/breaker.h"
 
 #include <pthread.h>
 #include <stdlib.h>
@@ -12,9 +12,9 @@ struct breaker {
     char *name;
     struct breaker_options o;
     enum breaker_state state;
-    int failures;        /* consecutive, while closed */
-    int64_t opened_at;   /* ms */
-    bool probe_running;  /* half-open: one call at a time */
+    int failures;       /* consecutive, while closed */
+    int64_t opened_at;  /* ms */
+    bool probe_running; /* half-open: one call at a time */
 };
 
 struct breaker *breaker_new(const char *name, const struct breaker_options *o)

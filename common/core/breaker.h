@@ -10,8 +10,8 @@
  * about the provider's health. Thread-safe; one breaker per process and
  * provider (each worker instance judges for itself).
  */
-#ifndef PROVIDERS_BREAKER_H
-#define PROVIDERS_BREAKER_H
+#ifndef CORE_BREAKER_H
+#define CORE_BREAKER_H
 
 #include <stdbool.h>
 #include <stdint.h>
