@@ -230,6 +230,7 @@ static json_t *shard_fields(void)
     set(f, "failure", firestore_value_int(0));
     set(f, "cancelled", firestore_value_int(0));
     set(f, "durationMsSum", firestore_value_int(0));
+    set(f, "costMicros", firestore_value_int(0));
     return f;
 }
 
@@ -267,6 +268,7 @@ static json_t *item_state_write(const char *name, const struct item *it, int sha
         set(m, "bytes", firestore_value_int(it->result.bytes));
         set(m, "provider", v_str(it->result.provider));
         set(m, "cached", firestore_value_bool(it->result.cached));
+        set(m, "costMicros", firestore_value_int(it->result.cost_micros));
         set(f, "result", firestore_value_map(m));
     } else {
         set(f, "result", firestore_value_null());
@@ -483,7 +485,8 @@ static enum status decode_item(const json_t *doc, struct item *it, int *shard, s
              !d_str(rf, "contentType", it->result.content_type, sizeof(it->result.content_type)) ||
              !d_int(rf, "bytes", &it->result.bytes) ||
              !d_str(rf, "provider", it->result.provider, sizeof(it->result.provider)) ||
-             !d_bool(rf, "cached", &it->result.cached)))
+             !d_bool(rf, "cached", &it->result.cached) ||
+             !d_int(rf, "costMicros", &it->result.cost_micros)))
             bad = "result";
         else if (it->has_error && (!d_str(ef, "code", it->error.code, sizeof(it->error.code)) ||
                                    !d_dup(ef, "message", &it->error.message) ||
@@ -1457,6 +1460,7 @@ struct release_args {
     const char *iname, *batch_id, *item_id;
     int64_t generation;
     const char *error_code, *error_message;
+    bool drop_job; /* item_drop_job: a polling item goes back to pending without its job */
 };
 
 static enum status item_release_fn(struct firestore_tx *tx, void *ud, struct error *err)
@@ -1471,8 +1475,15 @@ static enum status item_release_fn(struct firestore_tx *tx, void *ud, struct err
         goto out;
     if (item_status_is_terminal(it.status) || it.generation != a->generation)
         goto out;
-    if (it.status != ITEM_POLLING)
+    if (a->drop_job) {
+        if (it.status != ITEM_POLLING)
+            goto out;
+        it.provider_job_id[0] = '\0';
+        it.polls = 0;
         it.status = ITEM_PENDING;
+    } else if (it.status != ITEM_POLLING) {
+        it.status = ITEM_PENDING;
+    }
     it.lease_until = 0;
     if (a->error_code || a->error_message) {
         it.has_error = true;
@@ -1493,7 +1504,25 @@ static enum status fs_item_release_lease(void *state, const char *batch_id, cons
 {
     struct fstore *st = state;
     char iname[NAME_CAP];
-    struct release_args a = {iname, batch_id, item_id, generation, error_code, error_message};
+    struct release_args a = {iname,      batch_id,      item_id, generation,
+                             error_code, error_message, false};
+    enum status s;
+
+    UNUSED(now);
+    if ((s = check_item_ids(batch_id, item_id, err)) ||
+        (s = check_fits(error_code, CODE_MAX, "error code", err)) ||
+        (s = item_name(st, batch_id, item_id, iname, err)))
+        return s;
+    return firestore_run_transaction(st->fs, item_release_fn, &a, err);
+}
+
+static enum status fs_item_drop_job(void *state, const char *batch_id, const char *item_id,
+                                    int64_t generation, const char *error_code,
+                                    const char *error_message, int64_t now, struct error *err)
+{
+    struct fstore *st = state;
+    char iname[NAME_CAP];
+    struct release_args a = {iname, batch_id, item_id, generation, error_code, error_message, true};
     enum status s;
 
     UNUSED(now);
@@ -1563,6 +1592,8 @@ static enum status item_finish_fn(struct firestore_tx *tx, void *ud, struct erro
                               firestore_value_int(1));
     if (o->status == ITEM_COMPLETED && o->duration_ms != 0)
         firestore_write_increment(w, "durationMsSum", firestore_value_int(o->duration_ms));
+    if (o->status == ITEM_COMPLETED && o->result && o->result->cost_micros != 0)
+        firestore_write_increment(w, "costMicros", firestore_value_int(o->result->cost_micros));
     firestore_tx_write(tx, w);
     a->wrote = true;
 out:
@@ -1612,17 +1643,18 @@ static enum status fs_item_finish(void *state, const char *batch_id, const char 
 static enum status shard_counts_add(const json_t *doc, struct batch_counts *n)
 {
     const json_t *f = firestore_doc_fields(doc);
-    int64_t v[5];
+    int64_t v[6];
 
     if (!d_int(f, "processed", &v[0]) || !d_int(f, "success", &v[1]) ||
         !d_int(f, "failure", &v[2]) || !d_int(f, "cancelled", &v[3]) ||
-        !d_int(f, "durationMsSum", &v[4]))
+        !d_int(f, "durationMsSum", &v[4]) || !d_int(f, "costMicros", &v[5]))
         return ST_INTERNAL;
     n->processed = add_sat(n->processed, v[0]);
     n->success = add_sat(n->success, v[1]);
     n->failure = add_sat(n->failure, v[2]);
     n->cancelled = add_sat(n->cancelled, v[3]);
     n->duration_ms_sum = add_sat(n->duration_ms_sum, v[4]);
+    n->cost_micros = add_sat(n->cost_micros, v[5]);
     return ST_OK;
 }
 
@@ -2101,6 +2133,87 @@ static enum status fs_put_dead_letter(void *state, const struct dead_letter *dl,
     return s;
 }
 
+/* ---- the result cache ---------------------------------------------------------------- */
+
+#define CACHE_KEY_MAX 129
+
+static enum status cache_name(struct fstore *st, const char *key, char *out, struct error *err)
+{
+    enum status s;
+
+    if ((s = check_id(key, CACHE_KEY_MAX, "cache key", err)))
+        return s;
+    return firestore_name(st->fs, out, NAME_CAP, err, "result_cache", key, NULL);
+}
+
+static enum status fs_cache_get(void *state, const char *key, struct item_result *out,
+                                struct error *err)
+{
+    struct fstore *st = state;
+    char name[NAME_CAP];
+    const json_t *r;
+    json_t *doc = NULL;
+    enum status s;
+
+    memset(out, 0, sizeof(*out));
+    if ((s = cache_name(st, key, name, err)))
+        return s;
+    s = firestore_get(st->fs, name, NULL, &doc, err);
+    if (s == ST_NOT_FOUND)
+        return error_set(err, ST_NOT_FOUND, NULL, "no cached result for %.16s", key);
+    if (s)
+        return s;
+    r = firestore_map_fields(firestore_doc_get(doc, "result"));
+    if (!r || !d_str(r, "key", out->key, sizeof(out->key)) ||
+        !d_str(r, "contentType", out->content_type, sizeof(out->content_type)) ||
+        !d_int(r, "bytes", &out->bytes) ||
+        !d_str(r, "provider", out->provider, sizeof(out->provider))) {
+        json_decref(doc);
+        memset(out, 0, sizeof(*out));
+        return corrupt(err, "cached result", key, "result");
+    }
+    json_decref(doc);
+    out->cached = true;
+    return ST_OK;
+}
+
+static enum status fs_cache_put(void *state, const char *key, const struct item_result *result,
+                                int64_t now, struct error *err)
+{
+    struct fstore *st = state;
+    char name[NAME_CAP];
+    json_t *f, *m, *w;
+    enum status s;
+
+    if ((s = cache_name(st, key, name, err)))
+        return s;
+    m = json_object();
+    set(m, "key", v_str(result->key));
+    set(m, "contentType", v_str(result->content_type));
+    set(m, "bytes", firestore_value_int(result->bytes));
+    set(m, "provider", v_str(result->provider));
+    f = json_object();
+    set(f, "result", firestore_value_map(m));
+    set(f, "createdAt", firestore_value_timestamp(now));
+    w = firestore_write_set(name, f);
+    /* The first writer wins: a later put meets ALREADY_EXISTS and changes nothing. */
+    firestore_write_exists(w, false);
+    {
+        json_t *writes = json_array();
+
+        json_array_append_new(writes, w);
+        s = firestore_commit(st->fs, writes, NULL, NULL, err);
+        json_decref(writes);
+    }
+    if (s == ST_ALREADY_EXISTS) {
+        error_clear(err);
+        return ST_OK;
+    }
+    if (s)
+        error_prefix(err, "cannot write cached result %.16s", key);
+    return s;
+}
+
 /* ---- open and close ------------------------------------------------------------------ */
 
 static void fs_close(void *state)
@@ -2133,6 +2246,9 @@ static const struct store_ops firestore_ops = {
     .retry_failed = fs_retry_failed,
     .cancel_batch = fs_cancel_batch,
     .put_dead_letter = fs_put_dead_letter,
+    .item_drop_job = fs_item_drop_job,
+    .cache_get = fs_cache_get,
+    .cache_put = fs_cache_put,
 };
 
 struct store *store_firestore_open(const struct firestore_store_options *o, struct error *err)

@@ -13,14 +13,16 @@
  *                                    generation, shards
  *   batches/{batchId}/items/{itemId} index, url, metadata (map), status, attempts,
  *                                    generation, provider, providerJobId, polls,
- *                                    result {key, contentType, bytes, provider, cached},
- *                                    error {code, message, retryable}, leaseUntil,
- *                                    startedAt, completedAt, durationMs, shard
- *   batches/{batchId}/shards/{k}     processed, success, failure, cancelled, durationMsSum
+ *                                    result {key, contentType, bytes, provider, cached,
+ *                                    costMicros}, error {code, message, retryable},
+ *                                    leaseUntil, startedAt, completedAt, durationMs, shard
+ *   batches/{batchId}/shards/{k}     processed, success, failure, cancelled, durationMsSum,
+ *                                    costMicros
  *   dead_letters/{batchId}_{itemId}  batchId, itemId, generation, errorCode, errorMessage,
  *                                    attempts, history, createdAt
  *   idempotency/{sha256hex(userId "\n" key)}  userId, key, batchId, requestHash,
  *                                    expiresAt (a TTL policy field)
+ *   result_cache/{key}               result {key, contentType, bytes, provider}, createdAt
  *
  * JSON that Firestore cannot hold as a map (an array directly inside an
  * array, "__x__" or empty keys, nesting deeper than 20) is kept as JSON text
@@ -37,14 +39,15 @@
  *    put_parallel chunks in flight; every write has exists=false, so a
  *    per-write ALREADY_EXISTS means "already there, left untouched". Only
  *    failed writes with retryable codes are resent (by the client).
- *  - item_begin, item_set_job, item_release_lease, set_batch_status:
+ *  - item_begin, item_set_job, item_release_lease, item_drop_job, set_batch_status:
  *    transactions: read the document inside the transaction (batchGet),
  *    decide, commit the masked update.
  *  - item_finish (invariant 1): one transaction reading the item; when it
  *    is terminal or of another generation nothing is written (rolled back,
  *    *applied = false); otherwise one commit holds the item update and the
  *    shard's increments (processed, success|failure|cancelled,
- *    durationMsSum) as updateTransforms on the shard with exists=true. A
+ *    durationMsSum, costMicros) as updateTransforms on the shard with
+ *    exists=true. A
  *    shard that does not exist fails that commit: ST_INVALID, nothing
  *    written. (SQLite also refuses a bad shard for an already terminal
  *    item; here that case answers *applied = false.)
@@ -70,6 +73,8 @@
  *    (about 400 bytes each), so 10,000 items fit; beyond the limit the
  *    operation fails with ST_TOO_LARGE and changes nothing.
  *  - put_dead_letter: one commit overwriting the dead letter.
+ *  - cache_get: one get; cache_put: one commit with exists=false, so the
+ *    first writer wins (ALREADY_EXISTS is answered ST_OK).
  *
  * Page tokens have the SQLite adapter's format (base64url of
  * "<kind>1.<tag>.<number>.<id>") and the same checks.
