@@ -48,7 +48,9 @@
  * firestore_call_seconds{method}, firestore_documents_read_total{method}
  * (documents found by get/batchGet/runQuery; one per aggregation) and
  * firestore_documents_written_total{method} (writes committed, or applied by
- * batchWrite). The same counts per client: firestore_stats().
+ * batchWrite), firestore_transactions_total{outcome} per transaction attempt
+ * (committed, read_only, aborted, failed). The same counts per client:
+ * firestore_stats().
  *
  * Thread safety: a client is immutable after firestore_new() (its counters
  * are atomic); every call may run on any thread at once.
