@@ -71,6 +71,8 @@ static void worker_push(struct http_request *req, struct http_response *resp, vo
         log_context_add_str("taskName", meta.task_name);
     body = http_request_body(req, &len);
     batch_handle_task(&w->env, body, len, &meta, &reply);
+    /* On the request's access-log line: what became of the task. */
+    log_context_add_str("outcome", reply.outcome);
     labels[0] = reply.outcome;
     labels[1] = NULL;
     metric_add(metric_counter("worker_tasks_total", "tasks handled by outcome", "outcome"), labels,
@@ -229,6 +231,11 @@ static enum status worker_setup(const struct settings *s, struct http_server *sr
         go.allow_insecure = s->allow_insecure_urls;
         go.max_output_bytes = (size_t)s->output_max_bytes;
         w->gemini = provider_gemini_new(&go, w->rt.client);
+        if (!w->gemini) {
+            error_set(err, ST_INVALID, "invalid_config",
+                      "invalid Gemini settings (GEMINI_BASE_URL, GEMINI_MODEL): see the log");
+            goto fail;
+        }
         w->routes[n++] = (struct provider_route){"virtual-staging", w->gemini};
         log_write(LOG_INFO, json_pack("{s:s, s:s}", "provider", "gemini", "model", s->gemini_model),
                   "virtual-staging served by gemini %s at %s", s->gemini_model, s->gemini_base_url);
@@ -254,6 +261,7 @@ static enum status worker_setup(const struct settings *s, struct http_server *sr
         d.mint = mint;
         d.mint_ud = w->issuer;
         d.client = w->rt.client;
+        d.duplicate_probability = s->dispatcher_duplicate_rate;
         w->dispatcher = dispatcher_start(&d, err);
         if (!w->dispatcher)
             goto fail;

@@ -41,6 +41,7 @@ static const struct config_var table[] = {
     {"ALLOW_INSECURE_URLS", CFG_BOOL, "false", 0, 0, NULL, "accept http and loopback/private image URLs (local demo only)", F(allow_insecure_urls), 0, B},
 
     {"DISPATCHER", CFG_BOOL, "true", 0, 0, NULL, "run the local queue's dispatcher in this process (QUEUE=local)", F(dispatcher), 0, W},
+    {"DISPATCHER_DUPLICATE_RATE", CFG_DOUBLE, "0", 0, 1, NULL, "fault injection: fraction of pushes the local dispatcher delivers twice (tests)", F(dispatcher_duplicate_rate), 0, W},
     {"ITEM_LEASE_S", CFG_INT, "180", 1, 3600, NULL, "how long an attempt holds an item before another may take it", F(item_lease_s), 0, W},
     {"PROVIDER_TIMEOUT_MS", CFG_INT, "120000", 100, 1800000, NULL, "timeout of one provider call", F(provider_timeout_ms), 0, W},
     {"FETCH_MAX_BYTES", CFG_INT, "20971520", 1024, 104857600, NULL, "largest partner image fetched", F(fetch_max_bytes), 0, W},

@@ -51,6 +51,7 @@ struct settings {
 
     /* worker */
     bool dispatcher;
+    double dispatcher_duplicate_rate;
     int64_t item_lease_s;
     int64_t provider_timeout_ms;
     int64_t fetch_max_bytes;

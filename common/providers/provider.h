@@ -43,6 +43,10 @@ struct provider_input {
     const json_t *metadata; /* the item's metadata (prompt...), may be NULL */
     const json_t *options;  /* the batch's options, may be NULL */
     int attempt;            /* 1 for the first attempt at this item (caps model retries) */
+    /* The image, when the caller already fetched it (result cache); NULL: fetch image_url. */
+    const void *image_data;
+    size_t image_len;
+    const char *image_type;
 };
 
 struct provider_output {
@@ -55,6 +59,7 @@ struct provider_output {
     char error_code[48];     /* TRANSIENT/PERMANENT: stable code, e.g. "provider_blocked" */
     char error_message[256]; /* lowercase, names the provider and the reason */
     int retry_after_s;       /* TRANSIENT: the provider asked us to wait */
+    bool resubmit;           /* poll: the job ended in a failure a new submission may fix */
     bool pause_batch;        /* PERMANENT: out of credits */
 };
 

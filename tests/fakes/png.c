@@ -87,7 +87,7 @@ enum status png_encode(const struct image *img, struct buf *out)
         raw[(size_t)y * row] = 0; /* filter: none */
         memcpy(raw + (size_t)y * row + 1, img->rgb + (size_t)y * (size_t)img->width * 3, row - 1);
     }
-    if (compress2(z, &z_len, raw, (uLong)raw_len, 6) != Z_OK)
+    if (compress2(z, &z_len, raw, (uLong)raw_len, Z_BEST_SPEED) != Z_OK)
         BUG("zlib compress2 failed");
     put_u32(ihdr, (uint32_t)img->width);
     put_u32(ihdr + 4, (uint32_t)img->height);

@@ -1,11 +1,11 @@
 #include "harness.h"
 
 #include <arpa/inet.h>
-#include <check.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -13,6 +13,8 @@
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
+
+#include <sqlite3.h>
 
 #include "core/json.h"
 #include "core/timeutil.h"
@@ -25,18 +27,33 @@ static const char *test_queue =
     "\"maxRetryDuration\":\"0s\",\"minBackoff\":\"0.1s\",\"maxBackoff\":\"1s\","
     "\"maxDoublings\":3},\"dispatchDeadline\":\"30s\"}";
 
+void need(bool ok, const char *fmt, ...)
+{
+    va_list ap;
+
+    if (ok)
+        return;
+    fprintf(stderr, "harness: ");
+    va_start(ap, fmt);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
+    fprintf(stderr, "\n");
+    fflush(stderr);
+    abort();
+}
+
 static int free_port(void)
 {
     struct sockaddr_in a;
     socklen_t len = sizeof(a);
     int fd = socket(AF_INET, SOCK_STREAM, 0), port;
 
-    ck_assert_int_ge(fd, 0);
+    need(fd >= 0, "socket failed");
     memset(&a, 0, sizeof(a));
     a.sin_family = AF_INET;
     a.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-    ck_assert_int_eq(bind(fd, (struct sockaddr *)&a, sizeof(a)), 0);
-    ck_assert_int_eq(getsockname(fd, (struct sockaddr *)&a, &len), 0);
+    need(bind(fd, (struct sockaddr *)&a, sizeof(a)) == 0, "cannot bind a loopback port");
+    need(getsockname(fd, (struct sockaddr *)&a, &len) == 0, "getsockname failed");
     port = ntohs(a.sin_port);
     close(fd);
     return port;
@@ -46,7 +63,7 @@ void write_file(const char *path, const char *text)
 {
     FILE *f = fopen(path, "w");
 
-    ck_assert_msg(f != NULL, "cannot write %s", path);
+    need(f != NULL, "cannot write %s", path);
     fputs(text, f);
     fclose(f);
 }
@@ -59,7 +76,7 @@ static void spawn(struct proc *p, const char *name, const char *bin, const char 
     str_copy(p->name, sizeof(p->name), name);
     snprintf(p->log_path, sizeof(p->log_path), "%s/%s.log", dir, name);
     pid = fork();
-    ck_assert_int_ge(pid, 0);
+    need(pid >= 0, "fork failed");
     if (pid == 0) {
         int fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         const char *const *e;
@@ -95,11 +112,11 @@ static void wait_healthy(struct stack *s, struct proc *p, int port)
             return;
         if (waitpid(p->pid, &wstatus, WNOHANG) == p->pid) {
             p->pid = 0;
-            ck_abort_msg("%s exited during start-up, see %s", p->name, p->log_path);
+            need(false, "%s exited during start-up, see %s", p->name, p->log_path);
         }
         time_sleep_ms(50);
     }
-    ck_abort_msg("%s did not answer /healthz, see %s", p->name, p->log_path);
+    need(false, "%s did not answer /healthz, see %s", p->name, p->log_path);
 }
 
 /* Environment strings live as long as the stack (putenv keeps pointers). */
@@ -162,7 +179,7 @@ void stack_start(struct stack *s, const struct stack_opts *opts)
     if (opts)
         s->opts = *opts;
     snprintf(s->dir, sizeof(s->dir), "/tmp/batchd-it.XXXXXX");
-    ck_assert_ptr_nonnull(mkdtemp(s->dir));
+    need(mkdtemp(s->dir) != NULL, "mkdtemp failed");
     s->creator_port = free_port();
     s->worker_port = free_port();
     s->sim_port = free_port();
@@ -245,7 +262,7 @@ void stack_stop(struct stack *s)
         if (system(cmd) != 0)
             fprintf(stderr, "cannot remove %s\n", s->dir);
     }
-    ck_assert_msg(clean, "a process of the stack did not exit cleanly, logs in %s", s->dir);
+    need(clean, "a process of the stack did not exit cleanly, logs in %s", s->dir);
 }
 
 json_t *http_json_call(struct stack *s, const char *method, const char *url, const json_t *body,
@@ -333,4 +350,97 @@ int log_count(const struct proc *p, const char *needle)
             n++;
     fclose(f);
     return n;
+}
+
+char *http_get_bytes(struct stack *s, const char *url, size_t *len, long *status)
+{
+    struct http_call call;
+    struct http_result res;
+    struct error err;
+    char *out = NULL;
+
+    memset(&call, 0, sizeof(call));
+    call.url = url;
+    call.timeout_ms = 30000;
+    call.max_response_bytes = 64 << 20;
+    http_result_init(&res);
+    *status = 0;
+    if (http_client_do(s->client, &call, &res, &err) == ST_OK) {
+        *status = res.status;
+        out = buf_take(&res.body, len);
+    }
+    http_result_release(&res);
+    return out;
+}
+
+void assert_results_are_images(struct stack *s, const json_t *doc)
+{
+    const json_t *images = json_object_get(doc, "images"), *img;
+    size_t i;
+
+    need(json_array_size(images) == (size_t)jint(doc, "totalImages"), "%zu images listed",
+         json_array_size(images));
+    json_array_foreach(images, i, img)
+    {
+        const json_t *result = json_object_get(img, "result");
+        const char *url = json_str_or(result, "url", NULL);
+        size_t len = 0;
+        long status;
+        char *bytes;
+
+        need(strcmp(json_str_or(img, "status", ""), "completed") == 0, "image %zu is %s", i,
+             json_str_or(img, "status", ""));
+        need(url != NULL, "image %zu has no result url", i);
+        bytes = http_get_bytes(s, url, &len, &status);
+        need(status == 200, "%s answered %ld", url, status);
+        need(len > 8 && memcmp(bytes, "\x89PNG\r\n\x1a\n", 8) == 0, "%s is not a PNG", url);
+        need((long long)len == json_int_or(result, "bytes", -1), "%s: %zu bytes", url, len);
+        free(bytes);
+    }
+}
+
+long long db_count(struct stack *s, const char *sql)
+{
+    char path[512];
+    sqlite3 *db = NULL;
+    sqlite3_stmt *st = NULL;
+    long long v = -1;
+
+    snprintf(path, sizeof(path), "%s/data/batch.db", s->dir);
+    need(sqlite3_open_v2(path, &db, SQLITE_OPEN_READONLY, NULL) == SQLITE_OK, "cannot open %s",
+         path);
+    sqlite3_busy_timeout(db, 10000);
+    need(sqlite3_prepare_v2(db, sql, -1, &st, NULL) == SQLITE_OK, "%s: %s", sql,
+         sqlite3_errmsg(db));
+    if (sqlite3_step(st) == SQLITE_ROW)
+        v = sqlite3_column_int64(st, 0);
+    sqlite3_finalize(st);
+    sqlite3_close(db);
+    return v;
+}
+
+json_t *sim_stats(struct stack *s)
+{
+    char url[128];
+    long status;
+    json_t *j;
+
+    snprintf(url, sizeof(url), "%s/stats", s->sim_url);
+    j = http_json_call(s, "GET", url, NULL, NULL, &status);
+    need(status == 200, "simulator answered %ld", status);
+    return j;
+}
+
+void sim_control(struct stack *s, const char *json)
+{
+    char url[128];
+    long status;
+    json_t *body = json_loads(json, 0, NULL), *j;
+
+    need(body != NULL, "bad control json %s", json);
+    snprintf(url, sizeof(url), "%s/control", s->sim_url);
+    j = http_json_call(s, "POST", url, body, NULL, &status);
+    need(status == 200, "simulator answered %ld", status);
+    json_decref(j);
+    json_decref(body);
 }

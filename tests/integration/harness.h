@@ -37,6 +37,12 @@ struct stack {
     struct stack_opts opts;
 };
 
+/*
+ * Aborts the process with a message unless ok. The harness serves both the
+ * Check scenarios (where an abort fails the test) and the benchmark.
+ */
+void need(bool ok, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
 /* Starts everything and waits until each process answers /healthz. Aborts the test on failure. */
 void stack_start(struct stack *s, const struct stack_opts *opts);
 
@@ -74,3 +80,18 @@ void write_file(const char *path, const char *text);
 int log_count(const struct proc *p, const char *needle);
 
 #endif
+
+/* GETs url and returns the body (malloc'd, *len set) or NULL; *status receives the HTTP status. */
+char *http_get_bytes(struct stack *s, const char *url, size_t *len, long *status);
+
+/* Asserts that every image of a finished status document is completed with a PNG result. */
+void assert_results_are_images(struct stack *s, const json_t *doc);
+
+/* Opens the stack's SQLite file and counts rows of a query returning one integer. */
+long long db_count(struct stack *s, const char *sql);
+
+/* The simulator's /stats document (new reference). */
+json_t *sim_stats(struct stack *s);
+
+/* POSTs a JSON document to the simulator's /control. */
+void sim_control(struct stack *s, const char *json);
