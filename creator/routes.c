@@ -134,6 +134,42 @@ static void batch_retry_route(struct http_request *req, struct http_response *re
     http_respond_json(resp, 200, doc);
 }
 
+/*
+ * POST /api/batch/{batchId}/cancel, owner only: the owner is the userId of
+ * the JSON body (or the X-User-Id header), as in batch creation.
+ */
+static void batch_cancel_route(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct creator *c = ud;
+    enum lang lang = request_lang(req);
+    const char *user = http_request_header(req, "X-User-Id");
+    json_t *body = NULL, *doc;
+    struct error err;
+    size_t len;
+    const char *raw = http_request_body(req, &len);
+
+    if (len > 0) {
+        body = json_parse(raw, len, &err);
+        if (!body) {
+            lang_localize(&err, lang);
+            respond_error(resp, &err);
+            return;
+        }
+        if (json_is_string(json_object_get(body, "userId")))
+            user = json_string_value(json_object_get(body, "userId"));
+    }
+    if (!user || !*user) {
+        lang_error(&err, lang, ST_INVALID, "user_id_required");
+        respond_error(resp, &err);
+    } else if (batch_cancel(&c->env, http_request_param(req, "batchId"), user, lang, &doc, &err) !=
+               ST_OK) {
+        respond_error(resp, &err);
+    } else {
+        http_respond_json(resp, 200, doc);
+    }
+    json_decref(body);
+}
+
 /* GET /files/results/{batchId}/{file}: the file blob adapter's objects. */
 static void serve_file(struct http_request *req, struct http_response *resp, void *ud)
 {
@@ -182,6 +218,7 @@ static enum status creator_setup(const struct settings *s, struct http_server *s
     http_server_route(srv, "POST", "/api/batch/create", HTTP_ROUTE_JSON, create_batch, c);
     http_server_route(srv, "GET", "/api/batch/status/{batchId}", 0, batch_status, c);
     http_server_route(srv, "POST", "/api/batch/{batchId}/retry", 0, batch_retry_route, c);
+    http_server_route(srv, "POST", "/api/batch/{batchId}/cancel", 0, batch_cancel_route, c);
     if (strcmp(c->rt.blob->name, "fs") == 0)
         http_server_route(srv, "GET", "/files/results/{batchId}/{file}", 0, serve_file, c);
     *state = c;

@@ -18,6 +18,8 @@
 #include "batch/model.h"
 #include "blob/blob.h"
 #include "core/backoff.h"
+#include "core/breaker.h"
+#include "core/buf.h"
 #include "core/error.h"
 #include "providers/provider.h"
 #include "queue/queue.h"
@@ -37,10 +39,14 @@ struct batch_config {
     int64_t output_max_bytes;  /* largest provider output accepted */
 };
 
-/* A provider serving one batch type. */
+/*
+ * A provider serving one batch type. Several routes for one type form its
+ * fallback chain, tried in order: a route whose breaker is open is skipped.
+ */
 struct provider_route {
     const char *type; /* "virtual-staging" */
     struct provider *provider;
+    struct breaker *breaker; /* may be NULL: always allowed */
 };
 
 struct batch_env {
@@ -51,6 +57,16 @@ struct batch_env {
     size_t n_providers;
     const struct batch_config *cfg;
     int64_t (*now)(void); /* µs; time_now_us unless a test injects a clock */
+
+    /* Optional hooks from the provider layer (NULL: no check, no cost, no cache). */
+    /* Checks a batch's options for its type at creation (model, ratio, duration...). */
+    enum status (*validate_options)(const char *type, const json_t *options, struct error *err);
+    /* Price of one item in USD; provider NULL means the type's primary provider. */
+    double (*item_cost)(const char *type, const char *provider, const json_t *options);
+    /* Fetches a partner image (the result cache keys on its bytes). */
+    enum status (*fetch)(void *ud, const char *url, struct buf *out, char content_type[64],
+                         struct error *err);
+    void *fetch_ud;
 };
 
 /* ---- creator ------------------------------------------------------------ */
@@ -108,6 +124,16 @@ void batch_handle_task(const struct batch_env *env, const char *body, size_t len
 enum status batch_status_json(const struct batch_env *env, const char *batch_id,
                               const struct item_query *q, enum lang lang, json_t **out,
                               struct error *err);
+
+/*
+ * Cancels a batch for its owner (another user's batch is ST_NOT_FOUND): no
+ * provider call starts for it afterwards, items not started end cancelled,
+ * jobs in flight are cancelled at the provider by their next poll (enqueued
+ * at once), results already produced are kept. A second cancel is harmless;
+ * a finished batch is ST_CONFLICT (batch_not_cancellable).
+ */
+enum status batch_cancel(const struct batch_env *env, const char *batch_id, const char *user_id,
+                         enum lang lang, json_t **out, struct error *err);
 
 /* Re-drives the failed items of a batch (manual retry). */
 enum status batch_retry(const struct batch_env *env, const char *batch_id, enum lang lang,

@@ -160,6 +160,16 @@ enum status batch_create(const struct batch_env *env, const json_t *body,
     st = create_request_parse(body, &limits, lang, &req, err);
     if (st != ST_OK)
         return st;
+    if (env->validate_options) {
+        struct error why;
+
+        error_clear(&why);
+        if (env->validate_options(req.type, req.options, &why) != ST_OK) {
+            st = lang_error(err, lang, ST_INVALID, "invalid_options", why.message);
+            create_request_release(&req);
+            return st;
+        }
+    }
 
     if (!id_random(b->id, sizeof(b->id), "batch_", 20))
         BUG("batch id does not fit");
@@ -172,6 +182,8 @@ enum status batch_create(const struct batch_env *env, const json_t *body,
     b->webhook_url = xstrdup(req.webhook_url);
     b->created_at = b->updated_at = now;
     b->generation = 1;
+    if (env->item_cost)
+        b->cost_estimate = (double)b->total * env->item_cost(req.type, NULL, req.options);
     b->shards = cfg->shards < b->total ? cfg->shards : (int)b->total;
     if (b->shards < 1)
         b->shards = 1;

@@ -80,7 +80,8 @@ struct item_result {
     char content_type[CTYPE_MAX];
     int64_t bytes;
     char provider[PROVIDER_MAX];
-    bool cached; /* served from the result cache */
+    bool cached;         /* served from the result cache */
+    int64_t cost_micros; /* what the provider charged, in millionths of a USD (0 when cached) */
 };
 
 struct item_error {
@@ -116,6 +117,7 @@ struct batch_counts {
     int64_t failure;
     int64_t cancelled;
     int64_t duration_ms_sum; /* over completed items */
+    int64_t cost_micros;     /* actual cost of the completed items, millionths of a USD */
 };
 
 /* Zero-initialise / free owned members (safe on zeroed structs). */

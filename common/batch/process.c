@@ -14,6 +14,7 @@
 
 #include "batch/batch.h"
 #include "batch/tasks.h"
+#include "core/codec.h"
 #include "core/id.h"
 #include "core/log.h"
 #include "core/metrics.h"
@@ -27,6 +28,7 @@ struct ctx {
     struct task_body task;
     struct batch batch;
     struct item item;
+    char cache_key[65]; /* set when the batch asked for the result cache */
 };
 
 static void reply_set(struct task_reply *r, int http, const char *outcome, const char *fmt, ...)
@@ -58,16 +60,6 @@ static void count_item(const struct ctx *c, const char *provider, const char *ou
     metric_add(metric_counter("batch_items_total", "item outcomes by type and provider",
                               "type,provider,outcome"),
                labels, 1);
-}
-
-static struct provider *provider_for(const struct batch_env *env, const char *type)
-{
-    size_t i;
-
-    for (i = 0; i < env->n_providers; i++)
-        if (strcmp(env->providers[i].type, type) == 0)
-            return env->providers[i].provider;
-    return NULL;
 }
 
 static struct provider *provider_named(const struct batch_env *env, const char *name)
@@ -156,6 +148,9 @@ static void complete_with_output(struct ctx *c, struct provider *p, struct provi
              po->content_type[0] ? po->content_type : "application/octet-stream");
     result.bytes = (int64_t)po->data.len;
     str_copy(result.provider, sizeof(result.provider), p->name);
+    if (c->env->item_cost)
+        result.cost_micros =
+            (int64_t)(c->env->item_cost(c->batch.type, p->name, c->batch.options) * 1e6 + 0.5);
     st = blob_put(c->env->blob, result.key, po->data.data, po->data.len, result.content_type, &err);
     if (st != ST_OK && st != ST_ALREADY_EXISTS) {
         /* The provider was paid; keep the lease so nobody calls it again until the queue
@@ -170,8 +165,31 @@ static void complete_with_output(struct ctx *c, struct provider *p, struct provi
     o.now = c->env->now();
     if (finish(c, &o, &applied) != ST_OK)
         return;
+    if (applied && c->cache_key[0] &&
+        store_cache_put(c->env->store, c->cache_key, &result, o.now, &err) != ST_OK)
+        log_warn("cannot cache the result of item %s: %s", c->item.id, err.message);
     count_item(c, p->name, applied ? "completed" : "duplicate");
     reply_set(c->reply, 200, applied ? "completed" : "duplicate", "item %s completed", c->item.id);
+}
+
+/* A cache hit: the earlier output, at no cost, without calling anyone. */
+static void complete_from_cache(struct ctx *c, const struct item_result *cached)
+{
+    struct item_result result = *cached;
+    struct item_outcome o;
+    bool applied = false;
+
+    result.cached = true;
+    result.cost_micros = 0;
+    memset(&o, 0, sizeof(o));
+    o.status = ITEM_COMPLETED;
+    o.result = &result;
+    o.now = c->env->now();
+    if (finish(c, &o, &applied) != ST_OK)
+        return;
+    count_item(c, "cache", applied ? "completed" : "duplicate");
+    reply_set(c->reply, 200, applied ? "cached" : "duplicate", "item %s served from the cache",
+              c->item.id);
 }
 
 static void fail_item(struct ctx *c, const char *provider, const char *code, const char *message,
@@ -242,6 +260,7 @@ static enum status schedule_poll(struct ctx *c, int64_t n, struct error *err)
     delay *= 0.8 + 0.4 * random_unit(); /* +-20% jitter spreads polls of a batch apart */
     t.kind = TASK_POLL;
     t.poll = n;
+    t.attempt = c->item.attempts;
     task_spec_for(&t, c->env->now() + (int64_t)(delay * 1000), body, &spec);
     st = queue_enqueue(c->env->queue, &spec, err);
     return st == ST_ALREADY_EXISTS ? ST_OK : st;
@@ -317,15 +336,102 @@ static enum status load_batch(struct ctx *c)
     return st;
 }
 
+/*
+ * The first provider of the batch's type whose breaker lets a call through
+ * (the fallback chain). NULL when none does: *retry_ms says when one may.
+ */
+static const struct provider_route *choose_route(struct ctx *c, bool *any, int64_t *retry_ms)
+{
+    int64_t now_ms = time_mono_ms(), wait;
+    size_t i;
+
+    *any = false;
+    *retry_ms = INT64_MAX;
+    for (i = 0; i < c->env->n_providers; i++) {
+        const struct provider_route *r = &c->env->providers[i];
+
+        if (strcmp(r->type, c->batch.type) != 0)
+            continue;
+        *any = true;
+        wait = 0;
+        if (!r->breaker || breaker_allow(r->breaker, now_ms, &wait))
+            return r;
+        if (wait < *retry_ms)
+            *retry_ms = wait;
+    }
+    return NULL;
+}
+
+/* Feeds a call's outcome to the breaker of the provider that made it. */
+static void breaker_feed(const struct batch_env *env, const char *provider,
+                         enum provider_outcome outcome)
+{
+    size_t i;
+
+    for (i = 0; i < env->n_providers; i++) {
+        const struct provider_route *r = &env->providers[i];
+
+        if (r->breaker && strcmp(r->provider->name, provider) == 0) {
+            /* A moderated prompt says nothing about the provider's health. */
+            breaker_record(r->breaker, outcome != PROVIDER_TRANSIENT, time_mono_ms());
+            return;
+        }
+    }
+}
+
+/*
+ * The cache key of an item: sha256 over the image bytes and everything that
+ * shapes the output (type, provider, the batch's options, the item's
+ * metadata with its prompt), with sorted JSON keys.
+ */
+static void cache_key(struct ctx *c, const struct buf *image, const char *provider, char out[65])
+{
+    char *options = json_dumps(c->batch.options, JSON_COMPACT | JSON_SORT_KEYS);
+    char *meta = json_dumps(c->item.metadata, JSON_COMPACT | JSON_SORT_KEYS);
+    char image_hash[65];
+    struct buf k;
+
+    sha256_hex(image->data ? image->data : "", image->len, image_hash);
+    buf_init(&k, SIZE_MAX);
+    buf_printf(&k, "%s\n%s\n%s\n%s\n%s", image_hash, c->batch.type, provider,
+               options ? options : "{}", meta ? meta : "{}");
+    sha256_hex(k.data, k.len, out);
+    buf_release(&k);
+    free(options);
+    free(meta);
+}
+
+static bool cache_wanted(const struct ctx *c)
+{
+    return c->env->fetch && json_is_true(json_object_get(c->batch.options, "cache"));
+}
+
+/* Still allowed to call a provider? A cancel may have landed since the batch was read. */
+static bool batch_still_running(struct ctx *c)
+{
+    struct batch fresh;
+    struct error err;
+    bool running = true;
+
+    batch_init(&fresh);
+    if (store_get_batch(c->env->store, c->batch.id, &fresh, &err) == ST_OK)
+        running = fresh.status == BATCH_PROCESSING;
+    batch_release(&fresh);
+    return running;
+}
+
 static void process_item(struct ctx *c)
 {
     const struct batch_config *cfg = c->env->cfg;
+    const struct provider_route *route;
     struct provider_output po;
     struct provider_input in;
     struct provider *p;
     enum item_begin begin;
     struct error err;
-    int64_t t0;
+    struct buf image;
+    int64_t t0, retry_ms;
+    bool any;
     int tries;
 
     if (load_batch(c) != ST_OK)
@@ -386,16 +492,29 @@ static void process_item(struct ctx *c)
     }
     log_context_add_str("itemId", c->item.id);
     log_context_add("attempt", json_integer(c->item.attempts));
-    if (c->batch.status == BATCH_CANCELLED) {
+    if (c->batch.status == BATCH_CANCELLED || !batch_still_running(c)) {
         cancel_item(c);
         return;
     }
-    p = provider_for(c->env, c->batch.type);
-    if (!p) {
-        fail_item(c, "none", "provider_not_configured", "no provider serves this type", false,
-                  false);
+    route = choose_route(c, &any, &retry_ms);
+    if (!route) {
+        struct provider_output none;
+
+        if (!any) {
+            fail_item(c, "none", "provider_not_configured", "no provider serves this type", false,
+                      false);
+            return;
+        }
+        /* Every provider of the chain is resting: the queue brings the item back later. */
+        provider_output_init(&none, 0);
+        provider_output_fail(&none, PROVIDER_TRANSIENT, "provider_circuit_open",
+                             "every provider of %s is unavailable (circuit open)", c->batch.type);
+        none.retry_after_s = (int)((retry_ms + 999) / 1000);
+        on_transient(c, c->env->providers[0].provider, &none);
+        provider_output_release(&none);
         return;
     }
+    p = route->provider;
     memset(&in, 0, sizeof(in));
     in.batch_id = c->batch.id;
     in.item_id = c->item.id;
@@ -404,13 +523,90 @@ static void process_item(struct ctx *c)
     in.metadata = c->item.metadata;
     in.options = c->batch.options;
     in.attempt = (int)c->item.attempts;
-    provider_output_init(&po, (size_t)c->env->cfg->output_max_bytes);
+    buf_init(&image, (size_t)cfg->output_max_bytes);
+    if (cache_wanted(c)) {
+        struct item_result cached;
+        char ctype[64];
+
+        if (c->env->fetch(c->env->fetch_ud, c->item.url, &image, ctype, &err) != ST_OK) {
+            struct provider_output po_fetch;
+
+            provider_output_init(&po_fetch, 0);
+            provider_output_fail(&po_fetch,
+                                 status_is_transient(err.status) ? PROVIDER_TRANSIENT
+                                                                 : PROVIDER_PERMANENT,
+                                 error_code(&err), "cannot fetch the image: %s", err.message);
+            handle_output(c, p, &po_fetch, time_mono_us());
+            provider_output_release(&po_fetch);
+            buf_release(&image);
+            return;
+        }
+        cache_key(c, &image, p->name, c->cache_key);
+        if (store_cache_get(c->env->store, c->cache_key, &cached, &err) == ST_OK) {
+            complete_from_cache(c, &cached);
+            buf_release(&image);
+            return;
+        }
+        in.image_data = image.data;
+        in.image_len = image.len;
+        in.image_type = ctype;
+    }
+    provider_output_init(&po, (size_t)cfg->output_max_bytes);
     t0 = time_mono_us();
     if (p->submit(p, &in, &po) != ST_OK && po.outcome == PROVIDER_DONE)
         provider_output_fail(&po, PROVIDER_TRANSIENT, "provider_error", "%s submit failed",
                              p->name);
+    breaker_feed(c->env, p->name, po.outcome);
+    buf_release(&image);
     handle_output(c, p, &po, t0);
     provider_output_release(&po);
+}
+
+/* Submissions an item may get when its jobs keep failing in a retryable way. */
+static int64_t max_submissions(const struct ctx *c)
+{
+    int64_t n = c->env->cfg->retry.max_attempts;
+
+    return n > 0 && n < 10 ? n : 3;
+}
+
+/*
+ * The job ended in a failure a new submission may fix (Runway INTERNAL,
+ * PixVerse status 8): forget the job and enqueue a fresh item task under a
+ * new name, or give up after max_submissions().
+ */
+static void resubmit(struct ctx *c, struct provider *p, const struct provider_output *po)
+{
+    struct task_body t = c->task;
+    struct task_spec spec;
+    char body[TASK_BODY_MAX];
+    struct error err;
+    enum status st;
+
+    if (c->item.attempts >= max_submissions(c)) {
+        fail_item(c, p->name, po->error_code[0] ? po->error_code : "provider_job_failed",
+                  po->error_message, true, true);
+        return;
+    }
+    if (store_item_drop_job(c->env->store, c->batch.id, c->item.id, c->task.generation,
+                            po->error_code, po->error_message, c->env->now(), &err) != ST_OK) {
+        reply_store_error(c, &err);
+        return;
+    }
+    t.kind = TASK_ITEM;
+    t.poll = 0;
+    t.cancel = false;
+    t.resubmit = c->item.attempts;
+    task_spec_for(&t, 0, body, &spec);
+    st = queue_enqueue(c->env->queue, &spec, &err);
+    if (st != ST_OK && st != ST_ALREADY_EXISTS) {
+        reply_set(c->reply, 503, "retry", "cannot enqueue resubmission: %s", err.message);
+        return;
+    }
+    log_write(LOG_WARNING, json_pack("{s:s, s:s}", "provider", p->name, "code", po->error_code),
+              "job %s of item %s failed (%s): submitting again", c->item.provider_job_id,
+              c->item.id, po->error_message);
+    reply_set(c->reply, 200, "resubmitted", "job failed, item %s submitted again", c->item.id);
 }
 
 static void process_poll(struct ctx *c)
@@ -433,7 +629,9 @@ static void process_poll(struct ctx *c)
         return;
     }
     if (item_status_is_terminal(c->item.status) || c->item.generation != c->task.generation ||
-        c->item.status != ITEM_POLLING || !c->item.provider_job_id[0]) {
+        c->item.status != ITEM_POLLING || !c->item.provider_job_id[0] ||
+        c->task.attempt != c->item.attempts) {
+        /* attempt: a poll of an earlier submission's job, which was dropped. */
         reply_set(c->reply, 200, "ignored", "item %s is %s", c->item.id,
                   item_status_name(c->item.status));
         return;
@@ -456,7 +654,10 @@ static void process_poll(struct ctx *c)
     provider_output_init(&po, (size_t)c->env->cfg->output_max_bytes);
     t0 = time_mono_us();
     p->poll(p, c->item.provider_job_id, &po);
-    if (po.outcome == PROVIDER_RUNNING || po.outcome == PROVIDER_STARTED) {
+    breaker_feed(c->env, p->name, po.resubmit ? PROVIDER_TRANSIENT : po.outcome);
+    if (po.resubmit) {
+        resubmit(c, p, &po);
+    } else if (po.outcome == PROVIDER_RUNNING || po.outcome == PROVIDER_STARTED) {
         int64_t polls = c->task.poll > c->item.polls ? c->task.poll : c->item.polls;
         int64_t interval = c->env->cfg->poll_max_ms;
         int64_t max_polls = c->env->cfg->poll_deadline_s * 1000 / (interval > 0 ? interval : 1);

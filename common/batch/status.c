@@ -47,9 +47,10 @@ static json_t *item_json(const struct batch_env *env, const struct item *it)
     if (it->has_result) {
         char url[4096];
         struct error err;
-        json_t *r = json_pack("{s:s, s:I, s:s, s:b}", "contentType", it->result.content_type,
-                              "bytes", (json_int_t)it->result.bytes, "provider",
-                              it->result.provider, "cached", it->result.cached);
+        json_t *r =
+            json_pack("{s:s, s:I, s:s, s:b, s:f}", "contentType", it->result.content_type, "bytes",
+                      (json_int_t)it->result.bytes, "provider", it->result.provider, "cached",
+                      it->result.cached, "cost", (double)it->result.cost_micros / 1e6);
 
         if (blob_url(env->blob, it->result.key, url, sizeof(url), &err) == ST_OK)
             json_object_set_new(r, "url", json_string(url));
@@ -126,6 +127,7 @@ enum status batch_status_json(const struct batch_env *env, const char *batch_id,
     if (c.success > 0)
         json_object_set_new(doc, "averageDurationMs", json_integer(c.duration_ms_sum / c.success));
     json_object_set_new(doc, "costEstimate", json_real(b.cost_estimate));
+    json_object_set_new(doc, "actualCost", json_real((double)c.cost_micros / 1e6));
     images = json_array();
     for (i = 0; i < page.n; i++)
         json_array_append_new(images, item_json(env, &page.items[i]));
@@ -207,6 +209,92 @@ enum status batch_retry(const struct batch_env *env, const char *batch_id, enum 
     json_object_set_new(*out, "statusUrl", json_sprintf("/api/batch/status/%s", batch_id));
 out:
     store_item_page_release(&page);
+    batch_release(&b);
+    return st;
+}
+
+/* Brings the next poll of in-flight jobs forward, so they are cancelled at the provider now. */
+static void poll_now(const struct batch_env *env, const struct batch *b,
+                     const struct item_page *in_flight)
+{
+    size_t i;
+
+    for (i = 0; i < in_flight->n; i++) {
+        const struct item *it = &in_flight->items[i];
+        struct task_body t;
+        struct task_spec spec;
+        char body[TASK_BODY_MAX];
+        struct error err;
+        enum status st;
+
+        if (it->status != ITEM_POLLING || !it->provider_job_id[0])
+            continue;
+        memset(&t, 0, sizeof(t));
+        t.kind = TASK_POLL;
+        str_copy(t.batch_id, sizeof(t.batch_id), b->id);
+        str_copy(t.item_id, sizeof(t.item_id), it->id);
+        t.generation = it->generation;
+        t.poll = it->polls + 1;
+        t.attempt = it->attempts;
+        t.cancel = true;
+        task_spec_for(&t, 0, body, &spec);
+        st = queue_enqueue(env->queue, &spec, &err);
+        if (st != ST_OK && st != ST_ALREADY_EXISTS)
+            /* The scheduled poll still finds the batch cancelled; only later. */
+            log_warn("cannot hurry the cancellation of job %s: %s", it->provider_job_id,
+                     err.message);
+    }
+}
+
+enum status batch_cancel(const struct batch_env *env, const char *batch_id, const char *user_id,
+                         enum lang lang, json_t **out, struct error *err)
+{
+    struct item_page in_flight;
+    struct batch_counts counts;
+    struct batch b;
+    bool changed = false;
+    enum status st;
+
+    *out = NULL;
+    memset(&in_flight, 0, sizeof(in_flight));
+    batch_init(&b);
+    st = store_get_batch(env->store, batch_id, &b, err);
+    if (st == ST_NOT_FOUND || (st == ST_OK && (!user_id || strcmp(b.user_id, user_id) != 0))) {
+        /* Someone else's batch does not exist, as far as the caller can tell. */
+        st = lang_error(err, lang, ST_NOT_FOUND, "batch_not_found");
+        goto out;
+    }
+    if (st != ST_OK) {
+        st = lang_error(err, lang, ST_UNAVAILABLE, "unavailable");
+        goto out;
+    }
+    if (batch_status_is_terminal(b.status) && b.status != BATCH_CANCELLED) {
+        st = lang_error(err, lang, ST_CONFLICT, "batch_not_cancellable",
+                        batch_status_name(b.status));
+        goto out;
+    }
+    st = store_cancel_batch(env->store, batch_id, env->now(), &changed, &in_flight, err);
+    if (st != ST_OK) {
+        log_error("cannot cancel batch %s: %s", batch_id, err->message);
+        st = lang_error(err, lang, ST_UNAVAILABLE, "unavailable");
+        goto out;
+    }
+    poll_now(env, &b, &in_flight);
+    if (store_get_counts(env->store, batch_id, &counts, err) != ST_OK)
+        memset(&counts, 0, sizeof(counts));
+    if (changed)
+        log_write(LOG_NOTICE,
+                  json_pack("{s:s, s:I, s:I}", "batchId", batch_id, "cancelled",
+                            (json_int_t)counts.cancelled, "inFlight", (json_int_t)in_flight.n),
+                  "batch %s cancelled: %lld items cancelled, %zu in flight", batch_id,
+                  (long long)counts.cancelled, in_flight.n);
+    *out = json_pack("{s:b, s:s, s:s, s:I, s:I, s:I, s:I, s:b}", "success", 1, "batchId", batch_id,
+                     "status", "cancelled", "cancelledImages", (json_int_t)counts.cancelled,
+                     "successCount", (json_int_t)counts.success, "failureCount",
+                     (json_int_t)counts.failure, "inFlight", (json_int_t)in_flight.n,
+                     "alreadyCancelled", !changed);
+out:
+    store_item_page_release(&in_flight);
     batch_release(&b);
     return st;
 }

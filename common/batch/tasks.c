@@ -27,8 +27,14 @@ void task_body_encode(const struct task_body *t, char out[TASK_BODY_MAX])
 
     if (t->kind != TASK_FANOUT)
         json_object_set_new(j, "itemId", json_string(t->item_id));
-    if (t->kind == TASK_POLL)
+    if (t->kind == TASK_POLL) {
         json_object_set_new(j, "poll", json_integer(t->poll));
+        json_object_set_new(j, "attempt", json_integer(t->attempt));
+    }
+    if (t->kind == TASK_POLL && t->cancel)
+        json_object_set_new(j, "cancel", json_true());
+    if (t->kind == TASK_ITEM && t->resubmit > 0)
+        json_object_set_new(j, "resubmit", json_integer(t->resubmit));
     if (t->kind == TASK_FANOUT) {
         json_object_set_new(j, "start", json_integer(t->start));
         json_object_set_new(j, "end", json_integer(t->end));
@@ -94,7 +100,13 @@ enum status task_body_decode(const char *data, size_t len, struct task_body *out
         }
     }
     if (out->kind == TASK_POLL &&
-        (st = json_get_int(j, "poll", JSON_REQUIRED, 1, 1000000, &out->poll, err)) != ST_OK)
+        ((st = json_get_int(j, "poll", JSON_REQUIRED, 1, 1000000, &out->poll, err)) != ST_OK ||
+         (st = json_get_int(j, "attempt", JSON_REQUIRED, 0, 1000000, &out->attempt, err)) !=
+             ST_OK ||
+         (st = json_get_bool(j, "cancel", JSON_OPTIONAL, &out->cancel, err)) != ST_OK))
+        goto bad;
+    if (out->kind == TASK_ITEM &&
+        (st = json_get_int(j, "resubmit", JSON_OPTIONAL, 1, 1000, &out->resubmit, err)) != ST_OK)
         goto bad;
     if (out->kind == TASK_FANOUT) {
         if ((st = json_get_int(j, "start", JSON_REQUIRED, 0, 10000000, &out->start, err)) !=
@@ -124,12 +136,18 @@ void task_spec_for(const struct task_body *t, int64_t schedule_time, char body_b
 
     switch (t->kind) {
     case TASK_ITEM:
-        snprintf(key, sizeof(key), "i-%s-%s-g%lld", t->batch_id, t->item_id,
-                 (long long)t->generation);
+        if (t->resubmit > 0)
+            snprintf(key, sizeof(key), "i-%s-%s-g%lld-r%lld", t->batch_id, t->item_id,
+                     (long long)t->generation, (long long)t->resubmit);
+        else
+            snprintf(key, sizeof(key), "i-%s-%s-g%lld", t->batch_id, t->item_id,
+                     (long long)t->generation);
         break;
     case TASK_POLL:
-        snprintf(key, sizeof(key), "p-%s-%s-g%lld-%lld", t->batch_id, t->item_id,
-                 (long long)t->generation, (long long)t->poll);
+        /* The submission is part of the name: a resubmitted job's polls start at 1 again. */
+        snprintf(key, sizeof(key), "p-%s-%s-g%lld-a%lld-%lld%s", t->batch_id, t->item_id,
+                 (long long)t->generation, (long long)t->attempt, (long long)t->poll,
+                 t->cancel ? "-c" : "");
         break;
     case TASK_FANOUT:
         snprintf(key, sizeof(key), "f-%s-g%lld-%lld", t->batch_id, (long long)t->generation,

@@ -3,7 +3,7 @@
  *
  * A task body is a small pointer into the store, never a copy of its data:
  *   {"kind":"item","batchId":..,"itemId":..,"generation":1}
- *   {"kind":"poll","batchId":..,"itemId":..,"generation":1,"poll":3}
+ *   {"kind":"poll","batchId":..,"itemId":..,"generation":1,"attempt":1,"poll":3}
  *   {"kind":"fanout","batchId":..,"generation":1,"start":0,"end":500}
  * Names are derived from the body, so enqueueing the same unit twice is
  * de-duplicated by the queue (ST_ALREADY_EXISTS).
@@ -11,6 +11,7 @@
 #ifndef BATCH_TASKS_H
 #define BATCH_TASKS_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
@@ -28,7 +29,10 @@ struct task_body {
     char item_id[ITEM_ID_MAX];
     int64_t generation;
     int64_t poll;       /* TASK_POLL: 1, 2, ... */
+    int64_t attempt;    /* TASK_POLL: the submission whose job is polled (item.attempts) */
     int64_t start, end; /* TASK_FANOUT: item indexes [start, end) */
+    int64_t resubmit;   /* TASK_ITEM: > 0 for a new submission after a failed job */
+    bool cancel;        /* TASK_POLL: sent by a cancellation, ahead of the schedule */
 };
 
 const char *task_kind_name(enum task_kind k);

@@ -19,6 +19,7 @@
 #include "core/id.h"
 #include "core/json.h"
 #include "core/log.h"
+#include "core/metrics.h"
 #include "core/timeutil.h"
 #include "core/util.h"
 
@@ -44,6 +45,7 @@ struct route {
     char **segs; /* literal segment, or the parameter name when param[i] */
     bool *param;
     size_t nsegs;
+    bool rest; /* the last segment is "{name...}": it takes the rest of the path */
     unsigned flags;
     http_handler_fn handler;
     void *ud;
@@ -97,6 +99,7 @@ struct http_request {
     const struct route *route;
     struct param *params;
     size_t nparams;
+    char *rest; /* the decoded segments a "{name...}" matched, joined with '/' */
     struct buf body;
     uint64_t body_seen; /* body bytes received, kept or discarded */
     uint64_t header_bytes;
@@ -318,6 +321,12 @@ void http_server_route(struct http_server *srv, const char *method, const char *
             r->param[i] = true;
             s++;
             l -= 2;
+            if (l > 3 && memcmp(s + l - 3, "...", 3) == 0) {
+                if (i != n - 1)
+                    BUG("http_server_route: {name...} must be the last segment of %s", pattern);
+                r->rest = true;
+                l -= 3;
+            }
         }
         r->segs[i] = xmalloc(l + 1);
         memcpy(r->segs[i], s, l);
@@ -331,13 +340,28 @@ static bool route_matches(const struct route *r, const struct http_request *req)
 {
     size_t i;
 
-    if (r->nsegs != req->nsegs)
+    if (r->rest ? req->nsegs < r->nsegs : r->nsegs != req->nsegs)
         return false;
     for (i = 0; i < r->nsegs; i++) {
         if (r->param[i] ? req->segs[i][0] == '\0' : strcmp(r->segs[i], req->segs[i]) != 0)
             return false;
     }
     return true;
+}
+
+/* The decoded segments from index `from` on, joined with '/': new, caller frees. */
+static char *join_segments(const struct http_request *req, size_t from)
+{
+    struct buf b;
+    size_t i;
+
+    buf_init(&b, SIZE_MAX);
+    for (i = from; i < req->nsegs; i++) {
+        if (i > from)
+            buf_append(&b, "/", 1);
+        buf_append_str(&b, req->segs[i]);
+    }
+    return buf_take(&b, NULL);
 }
 
 static void bind_params(struct http_request *req, const struct route *r)
@@ -349,6 +373,10 @@ static void bind_params(struct http_request *req, const struct route *r)
         if (r->param[i]) {
             req->params[req->nparams].name = r->segs[i];
             req->params[req->nparams].value = req->segs[i];
+            if (r->rest && i == r->nsegs - 1) {
+                req->rest = join_segments(req, i);
+                req->params[req->nparams].value = req->rest;
+            }
             req->nparams++;
         }
     }
@@ -883,6 +911,7 @@ static void request_free(struct http_request *req)
         free(req->segs[i]);
     free(req->segs);
     free(req->params);
+    free(req->rest);
     buf_release(&req->body);
     json_decref(req->json);
     free(req->uri);
@@ -1176,6 +1205,25 @@ static void access_log(const struct http_request *req, enum MHD_RequestTerminati
               why ? why : "", why ? ")" : "");
 }
 
+/* Requests by route pattern (bounded cardinality), method and status, with latency. */
+static void count_request(const struct http_request *req)
+{
+    char status[8];
+    const char *labels[3];
+
+    snprintf(status, sizeof(status), "%d", req->status);
+    labels[0] = req->route ? req->route->pattern : "unmatched";
+    labels[1] = req->method ? req->method : "";
+    labels[2] = status;
+    metric_add(metric_counter("http_requests_total", "requests served by route, method and status",
+                              "route,method,status"),
+               labels, 1);
+    metric_observe(metric_histogram("http_request_seconds", "request latency by route",
+                                    "route,method,status", metrics_latency_buckets,
+                                    metrics_latency_buckets_n),
+                   labels, (double)(time_mono_us() - req->start_us) / 1e6);
+}
+
 /* Runs on the connection's thread once per request, whatever its fate. */
 static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
                          enum MHD_RequestTerminationCode toe)
@@ -1187,6 +1235,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (req) {
         if (srv->opts.access_log)
             access_log(req, toe);
+        count_request(req);
         *con_cls = NULL;
         request_free(req);
         atomic_fetch_sub(&srv->in_flight, 1);
@@ -1214,6 +1263,34 @@ const char *http_request_header(const struct http_request *req, const char *name
 const char *http_request_query(const struct http_request *req, const char *name)
 {
     return MHD_lookup_connection_value(req->conn, MHD_GET_ARGUMENT_KIND, name);
+}
+
+const char *http_request_target(const struct http_request *req)
+{
+    return req->uri;
+}
+
+struct header_walk {
+    void (*fn)(void *ud, const char *name, const char *value);
+    void *ud;
+};
+
+static enum MHD_Result walk_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct header_walk *w = cls;
+
+    UNUSED(kind);
+    w->fn(w->ud, key, value ? value : "");
+    return MHD_YES;
+}
+
+void http_request_each_header(const struct http_request *req,
+                              void (*fn)(void *ud, const char *name, const char *value), void *ud)
+{
+    struct header_walk w = {fn, ud};
+
+    MHD_get_connection_values(req->conn, MHD_HEADER_KIND, walk_header, &w);
 }
 
 const char *http_request_param(const struct http_request *req, const char *name)

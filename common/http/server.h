@@ -79,10 +79,11 @@ struct http_server *http_server_new(const struct http_server_options *opts, stru
 
 /*
  * Registers a route. pattern is an absolute path whose segments are literal
- * or "{name}". Routes are matched in registration order; the first match of
- * both method and pattern wins. ud is passed to the handler. Segments are
- * matched after percent-decoding. Register every route before
- * http_server_start() (BUG() otherwise).
+ * or "{name}"; the last one may be "{name...}", which matches one or more
+ * remaining segments (its value is them, decoded, joined with '/'), for
+ * catch-all routes such as a proxy's "/{path...}". Routes are matched in registration order; the
+ * first match of both method and pattern wins. ud is passed to the handler. Segments are matched
+ * after percent-decoding. Register every route before http_server_start() (BUG() otherwise).
  */
 void http_server_route(struct http_server *srv, const char *method, const char *pattern,
                        unsigned flags, http_handler_fn handler, void *ud);
@@ -128,6 +129,11 @@ const char *http_request_path(const struct http_request *req);
 const char *http_request_header(const struct http_request *req, const char *name);
 /* Decoded query parameter value or NULL. */
 const char *http_request_query(const struct http_request *req, const char *name);
+/* The request target as received: path and query, not decoded (for proxies). */
+const char *http_request_target(const struct http_request *req);
+/* Calls fn for each request header, in the order received (for proxies). */
+void http_request_each_header(const struct http_request *req,
+                              void (*fn)(void *ud, const char *name, const char *value), void *ud);
 /* Value of a "{name}" path segment (decoded) or NULL. */
 const char *http_request_param(const struct http_request *req, const char *name);
 /* Raw body bytes (NUL-terminated for convenience; may contain NULs). */

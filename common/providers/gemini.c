@@ -586,7 +586,16 @@ static enum status gemini_submit(struct provider *p, const struct provider_input
         goto out;
 
     error_clear(&err);
-    st = fetch_image(g->client, in->image_url, &g->fetch, &img, mime, &err);
+    if (in->image_data) {
+        /* Already fetched (and checked) by the caller. */
+        str_copy(mime, sizeof(mime), in->image_type ? in->image_type : "image/png");
+        st = buf_append(&img, in->image_data, in->image_len);
+        if (st != ST_OK)
+            error_set(&err, ST_TOO_LARGE, "image_too_large", "image larger than %zu bytes",
+                      img.max);
+    } else {
+        st = fetch_image(g->client, in->image_url, &g->fetch, &img, mime, &err);
+    }
     if (st != ST_OK) {
         fail(out, status_is_transient(st) ? PROVIDER_TRANSIENT : PROVIDER_PERMANENT,
              error_code(&err), "gemini cannot get the input image: %s", err.message);

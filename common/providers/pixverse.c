@@ -768,7 +768,16 @@ static enum status pixverse_submit(struct provider *p, const struct provider_inp
                    PIXVERSE_PROMPT_MAX);
         goto out;
     }
-    st = fetch_image(px->client, in->image_url, &px->fetch, &img, mime, &err);
+    if (in->image_data) {
+        /* Already fetched and checked by the caller (the result cache). */
+        str_copy(mime, sizeof(mime), in->image_type ? in->image_type : "");
+        st = buf_append(&img, in->image_data, in->image_len);
+        if (st != ST_OK)
+            error_set(&err, ST_TOO_LARGE, "image_too_large",
+                      "image of %zu bytes is larger than %zu bytes", in->image_len, img.max);
+    } else {
+        st = fetch_image(px->client, in->image_url, &px->fetch, &img, mime, &err);
+    }
     if (st != ST_OK) {
         video_fail(out, status_is_transient(st) ? PROVIDER_TRANSIENT : PROVIDER_PERMANENT,
                    error_code(&err), "pixverse cannot get the input image: %s", err.message);

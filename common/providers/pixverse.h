@@ -97,7 +97,8 @@ struct pixverse_options {
  * is not valid (see pixverse_validate_options).
  * New reference: free with provider_free().
  *
- * submit() reads in->image_url, the prompt (in->metadata "prompt", else
+ * submit() reads in->image_url (or in->image_data, when the caller already
+ * fetched the image: then nothing is fetched), the prompt (in->metadata "prompt", else
  * in->options "prompt", else the default prompt) and the batch options
  * "model", "quality", "duration", "motionMode" and "seed" (see
  * pixverse_validate_options). submit() and poll() always return ST_OK with

@@ -49,6 +49,10 @@ struct provider_input {
     const json_t *metadata; /* the item's metadata (prompt...), may be NULL */
     const json_t *options;  /* the batch's options, may be NULL */
     int attempt;            /* 1 for the first attempt at this item (caps model retries) */
+    /* The image, when the caller already fetched it (result cache); NULL: fetch image_url. */
+    const void *image_data;
+    size_t image_len;
+    const char *image_type;
 };
 
 struct provider_output {
@@ -62,17 +66,16 @@ struct provider_output {
     char error_code[48];     /* TRANSIENT/PERMANENT: stable code, e.g. "provider_blocked" */
     char error_message[256]; /* lowercase, names the provider and the reason */
     int retry_after_s;       /* TRANSIENT: the provider asked us to wait */
-    bool pause_batch;        /* PERMANENT: out of credits */
     /*
-     * poll() only: the job ended in a failure on the provider's side (Runway
-     * FAILED with INTERNAL..., PixVerse status 8), so polling it again is
-     * pointless but a NEW submission of the item may succeed. With
-     * TRANSIENT: submit the item again now (the caller caps how often, e.g.
-     * once, per providers.md section 4). With PERMANENT: do not resubmit
-     * automatically, but record the failure as retryable (a later retry of
-     * the batch's failed items may succeed). Never set by submit().
+     * poll() only, with TRANSIENT: the job itself ended in a failure on the
+     * provider's side (Runway FAILED with INTERNAL..., PixVerse status 8) that
+     * a NEW submission may not repeat. Polling it again is pointless: the
+     * caller submits the item again and caps how often (providers.md section
+     * 4: once or twice). A TRANSIENT without it means "this poll failed, poll
+     * again later". Never set by submit().
      */
     bool resubmit;
+    bool pause_batch; /* PERMANENT: out of credits */
 };
 
 /* Initialises out with a data bound of max_bytes; release frees data. */

@@ -261,7 +261,8 @@ void runway_classify_failure(const char *failure_code, const char *failure,
         video_fail(out, PROVIDER_PERMANENT, "provider_asset_invalid",
                    "runway cannot use the input image (%s)%s", code, said);
     } else if (fc && str_starts_with(fc, "INTERNAL.BAD_OUTPUT")) {
-        video_fail(out, PROVIDER_PERMANENT, "provider_bad_output",
+        /* Its own code, so the caller can cap it tighter than other resubmissions. */
+        video_fail(out, PROVIDER_TRANSIENT, "provider_bad_output",
                    "runway rejected its own output (%s)%s", code, said);
         out->resubmit = true;
     } else if (fc && strcmp(fc, "THIRD_PARTY.UNAVAILABLE") == 0) {

@@ -83,7 +83,8 @@ struct runway_options {
  * service supports (see runway_validate_options).
  * New reference: free with provider_free().
  *
- * submit() reads in->image_url, in->item_id, the prompt (in->metadata
+ * submit() reads in->image_url (Runway fetches it; in->image_data is not
+ * used), in->item_id, the prompt (in->metadata
  * "prompt", else in->options "prompt", else the default prompt) and the
  * batch options "model", "ratio", "duration" and "seed" (see
  * runway_validate_options; defaults per model). poll() and cancel() take
@@ -215,11 +216,11 @@ void runway_classify(const struct video_reply *r, enum runway_call call,
  *                               PERMANENT provider_moderation
  *   ASSET.INVALID, other ASSET.*
  *                               PERMANENT provider_asset_invalid
- *   INTERNAL.BAD_OUTPUT.*       PERMANENT provider_bad_output, resubmit: Runway allows one
+ *   INTERNAL.BAD_OUTPUT.*       TRANSIENT provider_bad_output, resubmit: Runway allows a
  *                               retry but calls it unlikely to succeed (the input often has
- *                               overlaid text or graphics). poll() cannot know whether the
- *                               item was already resubmitted, so the item fails now and is
- *                               recorded as retryable (see provider_output.resubmit).
+ *                               overlaid text or graphics): providers.md says once. poll()
+ *                               cannot know how often the item was submitted, so the cap is
+ *                               the caller's, which can tell this code from the others.
  *   INTERNAL, null, INTERNAL.* (other), INPUT_PREPROCESSING.INTERNAL
  *                               TRANSIENT provider_job_failed, resubmit
  *   THIRD_PARTY.UNAVAILABLE     TRANSIENT provider_job_failed, resubmit, retry after

@@ -115,18 +115,30 @@ static const char schema_v1[] =
     " expires_at INTEGER NOT NULL,"
     " PRIMARY KEY (user_id, key));";
 
+/* Version 2: the actual cost of items and shards, and the result cache. */
+static const char schema_v2[] =
+    "ALTER TABLE items ADD COLUMN result_cost_micros INTEGER NOT NULL DEFAULT 0;"
+    "ALTER TABLE shards ADD COLUMN cost_micros INTEGER NOT NULL DEFAULT 0;"
+    "CREATE TABLE IF NOT EXISTS result_cache ("
+    " key TEXT NOT NULL PRIMARY KEY,"
+    " result_key TEXT NOT NULL,"
+    " content_type TEXT NOT NULL,"
+    " bytes INTEGER NOT NULL,"
+    " provider TEXT NOT NULL,"
+    " created_at INTEGER NOT NULL);";
+
 /* ---- statements ------------------------------------------------------- */
 
 #define BATCH_COLS                                                                                 \
     "id, user_id, type, priority, status, total, options, webhook_url, idempotency_key, "          \
     "request_hash, cost_estimate, created_at, updated_at, completed_at, generation, shards"
 
-/* struct item's columns, then the item's counter shard (column 25). */
+/* struct item's columns, the item's counter shard (column 25), then its cost (26). */
 #define ITEM_COLS                                                                                  \
     "batch_id, id, idx, url, metadata, status, attempts, generation, provider, provider_job_id, "  \
     "polls, has_result, result_key, result_content_type, result_bytes, result_provider, "          \
     "result_cached, has_error, error_code, error_message, error_retryable, lease_until, "          \
-    "started_at, completed_at, duration_ms, shard"
+    "started_at, completed_at, duration_ms, shard, result_cost_micros"
 
 enum q {
     Q_BEGIN_READ,
@@ -157,6 +169,8 @@ enum q {
     Q_ITEM_CANCEL,
     Q_IN_FLIGHT,
     Q_DEAD_LETTER_PUT,
+    Q_CACHE_GET,
+    Q_CACHE_PUT,
     Q__COUNT
 };
 
@@ -180,10 +194,12 @@ static const char *const sql[Q__COUNT] = {
     [Q_SHARD_INSERT] = "INSERT INTO shards (batch_id, k) VALUES (?1, ?2)",
     [Q_SHARD_ADD] = "UPDATE shards SET processed = processed + ?3, success = success + ?4, "
                     "failure = failure + ?5, cancelled = cancelled + ?6, "
-                    "duration_ms_sum = duration_ms_sum + ?7 WHERE batch_id = ?1 AND k = ?2",
+                    "duration_ms_sum = duration_ms_sum + ?7, cost_micros = cost_micros + ?8 "
+                    "WHERE batch_id = ?1 AND k = ?2",
     [Q_COUNTS] = "SELECT count(*), coalesce(sum(processed), 0), coalesce(sum(success), 0), "
                  "coalesce(sum(failure), 0), coalesce(sum(cancelled), 0), "
-                 "coalesce(sum(duration_ms_sum), 0) FROM shards WHERE batch_id = ?1",
+                 "coalesce(sum(duration_ms_sum), 0), coalesce(sum(cost_micros), 0) "
+                 "FROM shards WHERE batch_id = ?1",
     [Q_IDEM_GET] = "SELECT batch_id FROM idempotency WHERE user_id = ?1 AND key = ?2",
     [Q_IDEM_INSERT] = "INSERT INTO idempotency (user_id, key, batch_id, request_hash, expires_at) "
                       "VALUES (?1, ?2, ?3, ?4, ?5)",
@@ -197,7 +213,7 @@ static const char *const sql[Q__COUNT] = {
         "result_content_type = ?11, result_bytes = ?12, result_provider = ?13, "
         "result_cached = ?14, has_error = ?15, error_code = ?16, error_message = ?17, "
         "error_retryable = ?18, lease_until = ?19, started_at = ?20, completed_at = ?21, "
-        "duration_ms = ?22, shard = ?23 WHERE batch_id = ?1 AND id = ?2",
+        "duration_ms = ?22, shard = ?23, result_cost_micros = ?24 WHERE batch_id = ?1 AND id = ?2",
     [Q_ITEM_LIST] = "SELECT " ITEM_COLS " FROM items WHERE batch_id = ?1 AND (idx, id) > (?2, ?3) "
                     "ORDER BY idx, id LIMIT ?4 OFFSET ?5",
     [Q_ITEM_LIST_STATUS] = "SELECT " ITEM_COLS " FROM items WHERE batch_id = ?1 AND status = ?6 "
@@ -209,8 +225,8 @@ static const char *const sql[Q__COUNT] = {
         "provider_job_id = '', polls = 0, has_result = 0, result_key = '', "
         "result_content_type = '', result_bytes = 0, result_provider = '', result_cached = 0, "
         "has_error = 0, error_code = '', error_message = NULL, error_retryable = 0, "
-        "lease_until = 0, started_at = 0, completed_at = 0, duration_ms = 0, shard = -1 "
-        "WHERE batch_id = ?1 AND status = 'failed'",
+        "lease_until = 0, started_at = 0, completed_at = 0, duration_ms = 0, shard = -1, "
+        "result_cost_micros = 0 WHERE batch_id = ?1 AND status = 'failed'",
     [Q_ITEMS_REDRIVEN] = "SELECT " ITEM_COLS " FROM items WHERE batch_id = ?1 AND "
                          "status = 'pending' AND generation = ?2 ORDER BY idx, id",
     [Q_PENDING_IDS] = "SELECT id FROM items WHERE batch_id = ?1 AND status = 'pending'",
@@ -225,6 +241,10 @@ static const char *const sql[Q__COUNT] = {
         "error_code = excluded.error_code, error_message = excluded.error_message, "
         "attempts = excluded.attempts, history = excluded.history, "
         "created_at = excluded.created_at",
+    [Q_CACHE_GET] = "SELECT result_key, content_type, bytes, provider FROM result_cache "
+                    "WHERE key = ?1",
+    [Q_CACHE_PUT] = "INSERT INTO result_cache (key, result_key, content_type, bytes, provider, "
+                    "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO NOTHING",
 };
 
 /* ---- connections and the pool ----------------------------------------- */
@@ -670,6 +690,7 @@ static enum status row_item(sqlite3_stmt *st, struct item *it, int *shard, struc
     it->started_at = sqlite3_column_int64(st, 22);
     it->completed_at = sqlite3_column_int64(st, 23);
     it->duration_ms = sqlite3_column_int64(st, 24);
+    it->result.cost_micros = sqlite3_column_int64(st, 26);
     if (shard)
         *shard = sqlite3_column_int(st, 25);
     return ST_OK;
@@ -869,12 +890,13 @@ static enum status item_store(struct conn *c, const struct item *it, int shard, 
     b_int(c, st, 21, it->completed_at);
     b_int(c, st, 22, it->duration_ms);
     b_int(c, st, 23, shard);
+    b_int(c, st, 24, it->result.cost_micros);
     return exec_st(c, st, NULL, err);
 }
 
 static enum status shard_add(struct conn *c, const char *batch_id, int k, int64_t processed,
                              int64_t success, int64_t failure, int64_t cancelled,
-                             int64_t duration_ms, struct error *err)
+                             int64_t duration_ms, int64_t cost_micros, struct error *err)
 {
     sqlite3_stmt *st = NULL;
     enum status s;
@@ -889,6 +911,7 @@ static enum status shard_add(struct conn *c, const char *batch_id, int k, int64_
     b_int(c, st, 5, failure);
     b_int(c, st, 6, cancelled);
     b_int(c, st, 7, duration_ms);
+    b_int(c, st, 8, cost_micros);
     if ((s = exec_st(c, st, &changes, err)))
         return s;
     if (changes != 1)
@@ -1527,6 +1550,7 @@ struct release_args {
     int64_t generation;
     const char *error_code, *error_message;
     int64_t now;
+    bool drop_job; /* item_drop_job: a polling item goes back to pending without its job */
 };
 
 static enum status item_release_tx(struct conn *c, void *arg, struct error *err)
@@ -1541,8 +1565,15 @@ static enum status item_release_tx(struct conn *c, void *arg, struct error *err)
         goto out;
     if (item_status_is_terminal(it.status) || it.generation != a->generation)
         goto out;
-    if (it.status != ITEM_POLLING)
+    if (a->drop_job) {
+        if (it.status != ITEM_POLLING)
+            goto out;
+        it.provider_job_id[0] = '\0';
+        it.polls = 0;
         it.status = ITEM_PENDING;
+    } else if (it.status != ITEM_POLLING) {
+        it.status = ITEM_PENDING;
+    }
     it.lease_until = 0;
     if (a->error_code || a->error_message) {
         it.has_error = true;
@@ -1562,13 +1593,26 @@ static enum status sqlite_item_release_lease(void *state, const char *batch_id, 
                                              const char *error_message, int64_t now,
                                              struct error *err)
 {
-    struct release_args a = {batch_id, item_id, generation, error_code, error_message, now};
+    struct release_args a = {batch_id, item_id, generation, error_code, error_message, now, false};
     enum status s;
 
     if ((s = check_item_ids(batch_id, item_id, err)) ||
         (s = check_fits(error_code, CODE_MAX, "error code", err)))
         return s;
     return run_tx(state, "release item", true, item_release_tx, &a, err);
+}
+
+static enum status sqlite_item_drop_job(void *state, const char *batch_id, const char *item_id,
+                                        int64_t generation, const char *error_code,
+                                        const char *error_message, int64_t now, struct error *err)
+{
+    struct release_args a = {batch_id, item_id, generation, error_code, error_message, now, true};
+    enum status s;
+
+    if ((s = check_item_ids(batch_id, item_id, err)) ||
+        (s = check_fits(error_code, CODE_MAX, "error code", err)))
+        return s;
+    return run_tx(state, "drop provider job", true, item_release_tx, &a, err);
 }
 
 struct finish_args {
@@ -1629,7 +1673,8 @@ static enum status item_finish_tx(struct conn *c, void *arg, struct error *err)
         goto out;
     if ((s = shard_add(c, a->batch_id, a->shard, 1, o->status == ITEM_COMPLETED,
                        o->status == ITEM_FAILED, o->status == ITEM_CANCELLED,
-                       o->status == ITEM_COMPLETED ? o->duration_ms : 0, err)))
+                       o->status == ITEM_COMPLETED ? o->duration_ms : 0,
+                       o->status == ITEM_COMPLETED && o->result ? o->result->cost_micros : 0, err)))
         goto out;
     *a->applied = true;
 out:
@@ -1686,6 +1731,7 @@ static enum status counts_read(struct conn *c, const char *batch_id, struct batc
     out->failure = sqlite3_column_int64(st, 3);
     out->cancelled = sqlite3_column_int64(st, 4);
     out->duration_ms_sum = sqlite3_column_int64(st, 5);
+    out->cost_micros = sqlite3_column_int64(st, 6);
     return ST_OK;
 }
 
@@ -1812,7 +1858,7 @@ static enum status retry_failed_tx(struct conn *c, void *arg, struct error *err)
     gen = h.generation + 1;
     for (k = 0; k < h.shards; k++) {
         if (per_shard[k] &&
-            (s = shard_add(c, a->batch_id, k, -per_shard[k], 0, -per_shard[k], 0, 0, err)))
+            (s = shard_add(c, a->batch_id, k, -per_shard[k], 0, -per_shard[k], 0, 0, 0, err)))
             return s;
     }
     if ((s = prep(c, Q_ITEMS_REDRIVE, &st, err)))
@@ -1918,7 +1964,7 @@ static enum status cancel_tx(struct conn *c, void *arg, struct error *err)
     }
     for (k = 0; k < h.shards; k++) {
         if (per_shard[k] &&
-            (s = shard_add(c, a->batch_id, k, per_shard[k], 0, 0, per_shard[k], 0, err)))
+            (s = shard_add(c, a->batch_id, k, per_shard[k], 0, 0, per_shard[k], 0, 0, err)))
             goto out;
     }
     if ((s = prep(c, Q_IN_FLIGHT, &st, err)))
@@ -1985,6 +2031,79 @@ static enum status sqlite_put_dead_letter(void *state, const struct dead_letter 
         (s = check_fits(dl->error_code, CODE_MAX, "error code", err)))
         return s;
     return run_tx(state, "record dead letter", true, dead_letter_tx, (void *)dl, err);
+}
+
+/* ---- the result cache ------------------------------------------------- */
+
+struct cache_args {
+    const char *key;
+    struct item_result *out;          /* get */
+    const struct item_result *result; /* put */
+    int64_t now;
+};
+
+static enum status cache_get_tx(struct conn *c, void *arg, struct error *err)
+{
+    struct cache_args *a = arg;
+    sqlite3_stmt *st = NULL;
+    enum status s;
+    bool row;
+
+    if ((s = prep(c, Q_CACHE_GET, &st, err)))
+        return s;
+    b_text(c, st, 1, a->key);
+    if ((s = step(c, st, &row, err)))
+        return s;
+    if (!row)
+        return error_set(err, ST_NOT_FOUND, NULL, "no cached result for %.16s", a->key);
+    memset(a->out, 0, sizeof(*a->out));
+    if ((s = col_str(st, 0, a->out->key, sizeof(a->out->key), "cached key", err)) ||
+        (s = col_str(st, 1, a->out->content_type, sizeof(a->out->content_type),
+                     "cached content type", err)) ||
+        (s = col_str(st, 3, a->out->provider, sizeof(a->out->provider), "cached provider", err)))
+        return s;
+    a->out->bytes = sqlite3_column_int64(st, 2);
+    a->out->cached = true;
+    return ST_OK;
+}
+
+static enum status sqlite_cache_get(void *state, const char *key, struct item_result *out,
+                                    struct error *err)
+{
+    struct cache_args a = {key, out, NULL, 0};
+    enum status s;
+
+    if ((s = check_str(key, 129, "cache key", err)))
+        return s;
+    return run_tx(state, "read result cache", false, cache_get_tx, &a, err);
+}
+
+static enum status cache_put_tx(struct conn *c, void *arg, struct error *err)
+{
+    struct cache_args *a = arg;
+    sqlite3_stmt *st = NULL;
+    enum status s;
+
+    if ((s = prep(c, Q_CACHE_PUT, &st, err)))
+        return s;
+    b_text(c, st, 1, a->key);
+    b_str(c, st, 2, a->result->key);
+    b_str(c, st, 3, a->result->content_type);
+    b_int(c, st, 4, a->result->bytes);
+    b_str(c, st, 5, a->result->provider);
+    b_int(c, st, 6, a->now);
+    return exec_st(c, st, NULL, err);
+}
+
+static enum status sqlite_cache_put(void *state, const char *key, const struct item_result *result,
+                                    int64_t now, struct error *err)
+{
+    struct cache_args a = {key, NULL, result, now};
+    enum status s;
+
+    if ((s = check_str(key, 129, "cache key", err)))
+        return s;
+    return run_tx(state, "write result cache", true, cache_put_tx, &a, err);
 }
 
 /* ---- open and close --------------------------------------------------- */
@@ -2083,9 +2202,17 @@ static enum status schema_tx(struct conn *c, void *arg, struct error *err)
         return error_set(err, ST_FAILED_PRECONDITION, NULL,
                          "database schema version %lld is newer than this build's (%d)",
                          (long long)version, SQLITE_STORE_SCHEMA_VERSION);
-    rc = sqlite3_exec(c->db, schema_v1, NULL, NULL, NULL);
-    if (rc != SQLITE_OK)
-        return db_error(c, rc, "cannot create schema", err);
+    /* Versions apply in order: a fresh file runs them all, an older one the rest. */
+    if (version < 1) {
+        rc = sqlite3_exec(c->db, schema_v1, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return db_error(c, rc, "cannot create schema", err);
+    }
+    if (version < 2) {
+        rc = sqlite3_exec(c->db, schema_v2, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return db_error(c, rc, "cannot upgrade schema to version 2", err);
+    }
     /* PRAGMA takes no parameters; the value is our own constant. */
     str_printf(pragma, sizeof(pragma), "PRAGMA user_version = %d", SQLITE_STORE_SCHEMA_VERSION);
     rc = sqlite3_exec(c->db, pragma, NULL, NULL, NULL);
@@ -2144,6 +2271,9 @@ static const struct store_ops sqlite_ops = {
     .retry_failed = sqlite_retry_failed,
     .cancel_batch = sqlite_cancel_batch,
     .put_dead_letter = sqlite_put_dead_letter,
+    .item_drop_job = sqlite_item_drop_job,
+    .cache_get = sqlite_cache_get,
+    .cache_put = sqlite_cache_put,
 };
 
 struct store *store_sqlite_open(const char *path, struct error *err)

@@ -130,3 +130,23 @@ enum status store_put_dead_letter(struct store *s, const struct dead_letter *dl,
 {
     return s->ops->put_dead_letter(s->state, dl, err);
 }
+
+enum status store_item_drop_job(struct store *s, const char *batch_id, const char *item_id,
+                                int64_t generation, const char *error_code,
+                                const char *error_message, int64_t now, struct error *err)
+{
+    return s->ops->item_drop_job(s->state, batch_id, item_id, generation, error_code, error_message,
+                                 now, err);
+}
+
+enum status store_cache_get(struct store *s, const char *key, struct item_result *out,
+                            struct error *err)
+{
+    return s->ops->cache_get(s->state, key, out, err);
+}
+
+enum status store_cache_put(struct store *s, const char *key, const struct item_result *result,
+                            int64_t now, struct error *err)
+{
+    return s->ops->cache_put(s->state, key, result, now, err);
+}

@@ -123,6 +123,14 @@ struct store_ops {
                                 struct item_page *in_flight, struct error *err);
 
     enum status (*put_dead_letter)(void *state, const struct dead_letter *dl, struct error *err);
+
+    enum status (*item_drop_job)(void *state, const char *batch_id, const char *item_id,
+                                 int64_t generation, const char *error_code,
+                                 const char *error_message, int64_t now, struct error *err);
+    enum status (*cache_get)(void *state, const char *key, struct item_result *out,
+                             struct error *err);
+    enum status (*cache_put)(void *state, const char *key, const struct item_result *result,
+                             int64_t now, struct error *err);
 };
 
 struct store {
@@ -218,7 +226,8 @@ enum status store_item_release_lease(struct store *s, const char *batch_id, cons
 /*
  * The terminal transition (invariant 1): in one atomic commit, sets the item
  * terminal with its result or error and increments shard `shard` (processed
- * and success/failure/cancelled, duration_ms_sum for completed). When the
+ * and success/failure/cancelled; duration_ms_sum and the result's
+ * cost_micros for completed). When the
  * item is already terminal or of another generation, writes nothing and sets
  * *applied = false (still ST_OK).
  */
@@ -268,5 +277,27 @@ enum status store_cancel_batch(struct store *s, const char *batch_id, int64_t no
 
 /* Records a dead letter (dead_letters/{batchId}_{itemId}); overwriting is fine. */
 enum status store_put_dead_letter(struct store *s, const struct dead_letter *dl, struct error *err);
+
+/*
+ * An asynchronous job ended without a result but may succeed if submitted
+ * again (Runway INTERNAL, PixVerse status 8): a polling item of `generation`
+ * goes back to pending with its job id and polls cleared and the error
+ * noted, so that the next item task submits a new job. No-op (ST_OK) for an
+ * item that is not polling or of another generation.
+ */
+enum status store_item_drop_job(struct store *s, const char *batch_id, const char *item_id,
+                                int64_t generation, const char *error_code,
+                                const char *error_message, int64_t now, struct error *err);
+
+/*
+ * The result cache (result_cache/{key}): the output an earlier item got for
+ * the same input bytes, type, options and model. get: ST_NOT_FOUND when
+ * absent. put: first writer wins (a later put of the same key is ST_OK and
+ * changes nothing).
+ */
+enum status store_cache_get(struct store *s, const char *key, struct item_result *out,
+                            struct error *err);
+enum status store_cache_put(struct store *s, const char *key, const struct item_result *result,
+                            int64_t now, struct error *err);
 
 #endif

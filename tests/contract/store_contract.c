@@ -122,7 +122,8 @@ static void item_id(const char *batch_id, int64_t index, char out[ITEM_ID_MAX])
 static bool finish_as(struct store *s, const char *batch_id, int shards, int64_t index,
                       int64_t generation, enum item_status status, int64_t duration_ms)
 {
-    struct item_result result = {.bytes = 1000 + index, .cached = false};
+    struct item_result result = {
+        .bytes = 1000 + index, .cached = false, .cost_micros = 39000 + index};
     struct item_outcome o = {0};
     char id[ITEM_ID_MAX];
     struct error err = {0};
@@ -1331,6 +1332,90 @@ START_TEST(retry_failed_preconditions)
 }
 END_TEST
 
+/* ---- costs, dropped jobs, the result cache ----------------------------- */
+
+START_TEST(costs_add_up)
+{
+    struct batch_counts n;
+    struct item it;
+    char id[ITEM_ID_MAX];
+
+    contract_make_batch(S, "b_cost", 4, 2);
+    ck_assert(finish("b_cost", 2, 0, ITEM_COMPLETED));
+    ck_assert(finish("b_cost", 2, 1, ITEM_COMPLETED));
+    ck_assert(finish("b_cost", 2, 2, ITEM_FAILED));
+    ck_assert(finish("b_cost", 2, 3, ITEM_COMPLETED));
+    ck_assert(!finish("b_cost", 2, 3, ITEM_COMPLETED)); /* a duplicate costs nothing more */
+    n = counts("b_cost");
+    ck_assert_int_eq(n.cost_micros, 39000 * 3 + 0 + 1 + 3);
+    item_id("b_cost", 3, id);
+    OK(store_get_item(S, "b_cost", id, &it, &E));
+    ck_assert_int_eq(it.result.cost_micros, 39003);
+    item_release(&it);
+}
+END_TEST
+
+START_TEST(drop_job_sends_the_item_back)
+{
+    enum item_begin r;
+    struct item it;
+    char id[ITEM_ID_MAX];
+
+    contract_make_batch(S, "b_drop", 2, 1);
+    item_id("b_drop", 0, id);
+    OK(store_item_begin(S, "b_drop", id, 1, CONTRACT_T0, LEASE_US, &r, &it, &E));
+    item_release(&it);
+    OK(store_item_set_job(S, "b_drop", id, 1, "runway", "job-1", 3, CONTRACT_T0, &E));
+    OK(store_item_drop_job(S, "b_drop", id, 2, "x", "other generation", CONTRACT_T0, &E));
+    OK(store_get_item(S, "b_drop", id, &it, &E));
+    ck_assert_int_eq(it.status, ITEM_POLLING); /* another generation: untouched */
+    item_release(&it);
+    OK(store_item_drop_job(S, "b_drop", id, 1, "provider_job_failed", "job failed: INTERNAL",
+                           CONTRACT_T0, &E));
+    OK(store_get_item(S, "b_drop", id, &it, &E));
+    ck_assert_int_eq(it.status, ITEM_PENDING);
+    ck_assert_str_eq(it.provider_job_id, "");
+    ck_assert_int_eq(it.polls, 0);
+    ck_assert(it.has_error);
+    ck_assert_str_eq(it.error.code, "provider_job_failed");
+    item_release(&it);
+    /* The next delivery submits again instead of polling a dead job. */
+    OK(store_item_begin(S, "b_drop", id, 1, CONTRACT_T0 + SEC, LEASE_US, &r, &it, &E));
+    ck_assert_int_eq(r, BEGIN_STARTED);
+    ck_assert_int_eq(it.attempts, 2);
+    item_release(&it);
+    /* Not polling: nothing to drop. */
+    item_id("b_drop", 1, id);
+    OK(store_item_drop_job(S, "b_drop", id, 1, "x", "y", CONTRACT_T0, &E));
+    OK(store_get_item(S, "b_drop", id, &it, &E));
+    ck_assert_int_eq(it.status, ITEM_PENDING);
+    ck_assert(!it.has_error);
+    item_release(&it);
+    contract_check_counts(S, "b_drop");
+}
+END_TEST
+
+START_TEST(result_cache_first_writer_wins)
+{
+    struct item_result a = {
+        .key = "results/b/x.png", .content_type = "image/png", .bytes = 42, .provider = "gemini"};
+    struct item_result b = {
+        .key = "results/b/y.png", .content_type = "image/jpeg", .bytes = 7, .provider = "other"};
+    struct item_result got;
+    const char *key = "3b1f0c9e2d4a5b6c7d8e9f0a1b2c3d4e5f60718293a4b5c6d7e8f90a1b2c3d4e";
+
+    IS(ST_NOT_FOUND, store_cache_get(S, key, &got, &E));
+    OK(store_cache_put(S, key, &a, CONTRACT_T0, &E));
+    OK(store_cache_put(S, key, &b, CONTRACT_T0 + SEC, &E));
+    OK(store_cache_get(S, key, &got, &E));
+    ck_assert_str_eq(got.key, "results/b/x.png");
+    ck_assert_str_eq(got.content_type, "image/png");
+    ck_assert_int_eq(got.bytes, 42);
+    ck_assert_str_eq(got.provider, "gemini");
+    ck_assert(got.cached);
+}
+END_TEST
+
 /* ---- cancel_batch ----------------------------------------------------- */
 
 START_TEST(cancel_batch_moves_items_and_counts)
@@ -1516,5 +1601,8 @@ Suite *store_contract_suite(const char *name, struct store *(*open_fresh)(void),
     tcase_add_test(tc, cancel_batch_moves_items_and_counts);
     tcase_add_test(tc, cancel_finished_batch_changes_nothing);
     tcase_add_test(tc, dead_letter_put_overwrites);
+    tcase_add_test(tc, costs_add_up);
+    tcase_add_test(tc, drop_job_sends_the_item_back);
+    tcase_add_test(tc, result_cache_first_writer_wins);
     return s;
 }

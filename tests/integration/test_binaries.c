@@ -99,6 +99,18 @@ START_TEST(health_ready_metrics_and_sigterm)
         ck_assert_msg(status == 200, "%s answered %ld", url, status);
         json_decref(j);
     }
+    {
+        size_t len;
+        char *text;
+
+        snprintf(url, sizeof(url), "%s/metrics", s.creator_url);
+        text = http_get_bytes(&s, url, &len, &status);
+        ck_assert_int_eq(status, 200);
+        ck_assert_msg(strstr(text, "http_requests_total{route=\"/healthz\",method=\"GET\","
+                                   "status=\"200\"} ") != NULL,
+                      "no http_requests_total for /healthz in %.300s", text);
+        free(text);
+    }
     snprintf(url, sizeof(url), "%s/nope", s.creator_url);
     json_decref(http_json_call(&s, "GET", url, NULL, NULL, &status));
     ck_assert_int_eq(status, 404);

@@ -116,16 +116,67 @@ static enum status fp_submit(struct provider *p, const struct provider_input *in
     return ST_OK;
 }
 
+static bool resubmit_next;
+
 static enum status fp_poll(struct provider *p, const char *job, struct provider_output *out)
 {
     (void)p;
     (void)job;
     polls++;
     fill(out, next_outcome());
+    out->resubmit = resubmit_next;
+    resubmit_next = false;
     return ST_OK;
 }
 
-static struct provider fake_provider = {"fake", false, NULL, fp_submit, fp_poll, NULL, NULL};
+static int cancels;
+
+static enum status fp_cancel(struct provider *p, const char *job, struct error *err)
+{
+    (void)p;
+    (void)job;
+    (void)err;
+    cancels++;
+    return ST_OK;
+}
+
+static struct provider fake_provider = {"fake", false, NULL, fp_submit, fp_poll, fp_cancel, NULL};
+
+/* The fallback: always succeeds, counts its calls. */
+static int backup_submits;
+
+static enum status bp_submit(struct provider *p, const struct provider_input *in,
+                             struct provider_output *out)
+{
+    (void)p;
+    (void)in;
+    backup_submits++;
+    fill(out, PROVIDER_DONE);
+    return ST_OK;
+}
+
+static struct provider backup_provider = {"backup", false, NULL, bp_submit, NULL, NULL, NULL};
+
+static double fake_cost(const char *type, const char *provider, const json_t *options)
+{
+    (void)type;
+    (void)options;
+    return provider && strcmp(provider, "backup") == 0 ? 0.5 : 0.25;
+}
+
+static int fetches;
+
+static enum status fake_fetch(void *ud, const char *url, struct buf *out, char ctype[64],
+                              struct error *err)
+{
+    (void)ud;
+    (void)err;
+    fetches++;
+    /* Two URLs share the same bytes: the cache keys on bytes, not on URLs. */
+    buf_append_str(out, strstr(url, "/1.jpg") || strstr(url, "/2.jpg") ? "same-bytes" : url);
+    str_copy(ctype, 64, "image/png");
+    return ST_OK;
+}
 
 /* ---- fixture -------------------------------------------------------------- */
 
@@ -134,7 +185,7 @@ static struct store *store;
 static struct queue queue = {&rq_ops, NULL, "recording"};
 static struct blob *blob;
 static struct batch_config cfg;
-static struct provider_route routes[1];
+static struct provider_route routes[2];
 static struct batch_env env;
 static int64_t now_us;
 
@@ -173,6 +224,7 @@ static void setup(void)
     cfg.output_max_bytes = 1 << 20;
     routes[0].type = "virtual-staging";
     routes[0].provider = &fake_provider;
+    routes[0].breaker = NULL;
     memset(&env, 0, sizeof(env));
     env.store = store;
     env.queue = &queue;
@@ -181,11 +233,14 @@ static void setup(void)
     env.n_providers = 1;
     env.cfg = &cfg;
     env.now = fake_now;
+    env.item_cost = NULL;
+    env.fetch = NULL;
+    resubmit_next = false;
     now_us = 1800000000000000LL;
     n_tasks = 0;
     queue_down = false;
     script_len = script_pos = 0;
-    submits = polls = 0;
+    submits = polls = cancels = backup_submits = fetches = 0;
     fake_provider.async = false;
 }
 
@@ -528,6 +583,152 @@ START_TEST(enqueue_failure_fails_the_batch)
 }
 END_TEST
 
+START_TEST(breaker_opens_and_fallback_serves)
+{
+    struct breaker_options bo = {2, 60000};
+    char id[BATCH_ID_MAX];
+    struct task_reply r;
+    size_t i;
+
+    routes[0].breaker = breaker_new("fake", &bo);
+    routes[1].type = "virtual-staging";
+    routes[1].provider = &backup_provider;
+    routes[1].breaker = breaker_new("backup", &bo);
+    env.n_providers = 2;
+    env.item_cost = fake_cost;
+    create(5, id);
+    script[0] = script[1] = PROVIDER_TRANSIENT;
+    script_len = 2;
+    ck_assert_int_eq(push(0, 0).http_status, 503);
+    ck_assert_int_eq(push(1, 0).http_status, 503); /* two failures: the breaker opens */
+    for (i = 0; i < 5; i++) {
+        r = push(i, 1);
+        ck_assert_int_eq(r.http_status, 200);
+    }
+    ck_assert_int_eq(submits, 2);        /* the open breaker kept the items off "fake" */
+    ck_assert_int_eq(backup_submits, 5); /* the fallback served them all */
+    ck_assert_int_eq(counts(id).success, 5);
+    ck_assert_int_eq(counts(id).cost_micros, 5 * 500000);
+    breaker_free(routes[0].breaker);
+    breaker_free(routes[1].breaker);
+    routes[0].breaker = NULL;
+}
+END_TEST
+
+START_TEST(all_breakers_open_means_retry_later)
+{
+    struct breaker_options bo = {1, 60000};
+    char id[BATCH_ID_MAX];
+    struct task_reply r;
+
+    routes[0].breaker = breaker_new("fake-only", &bo);
+    create(2, id);
+    script[0] = PROVIDER_TRANSIENT;
+    script_len = 1;
+    ck_assert_int_eq(push(0, 0).http_status, 503);
+    r = push(1, 0);
+    ck_assert_int_eq(r.http_status, 429);
+    ck_assert_int_gt(r.retry_after_s, 50);
+    ck_assert_int_eq(submits, 1);
+    breaker_free(routes[0].breaker);
+    routes[0].breaker = NULL;
+}
+END_TEST
+
+START_TEST(cache_serves_identical_inputs_once)
+{
+    struct create_result res;
+    struct error err;
+    json_t *body =
+        json_pack("{s:[s, s, s], s:s, s:{s:b}}", "images", "https://cdn.example.com/1.jpg",
+                  "https://cdn.example.com/2.jpg", "https://cdn.example.com/3.jpg", "userId", "u1",
+                  "options", "cache", 1);
+    struct item_query q = {.limit = 10};
+    json_t *doc, *images;
+
+    env.fetch = fake_fetch;
+    env.item_cost = fake_cost;
+    ck_assert_int_eq(batch_create(&env, body, NULL, LANG_EN, &res, &err), ST_OK);
+    ck_assert_double_eq_tol(res.batch.cost_estimate, 0.75, 1e-9);
+    ck_assert_int_eq(push(0, 0).http_status, 200);
+    ck_assert_str_eq(push(1, 0).outcome, "cached");
+    ck_assert_int_eq(push(2, 0).http_status, 200);
+    ck_assert_int_eq(submits, 2); /* 1.jpg and 3.jpg; 2.jpg had the same bytes as 1.jpg */
+    ck_assert_int_eq(fetches, 3);
+    ck_assert_int_eq(batch_status_json(&env, res.batch.id, &q, LANG_EN, &doc, &err), ST_OK);
+    images = json_object_get(doc, "images");
+    ck_assert(json_is_true(
+        json_object_get(json_object_get(json_array_get(images, 1), "result"), "cached")));
+    ck_assert(json_is_false(
+        json_object_get(json_object_get(json_array_get(images, 0), "result"), "cached")));
+    ck_assert_double_eq_tol(json_real_value(json_object_get(doc, "actualCost")), 0.5, 1e-9);
+    ck_assert_str_eq(json_str_or(doc, "status", ""), "completed");
+    json_decref(doc);
+    create_result_release(&res);
+    json_decref(body);
+}
+END_TEST
+
+START_TEST(failed_job_is_submitted_again)
+{
+    char id[BATCH_ID_MAX];
+    struct task_reply r;
+
+    fake_provider.async = true;
+    create(1, id);
+    script[0] = PROVIDER_STARTED;
+    script[1] = PROVIDER_TRANSIENT; /* the poll says: job failed, resubmit */
+    script[2] = PROVIDER_STARTED;
+    script[3] = PROVIDER_DONE;
+    script_len = 4;
+    ck_assert_str_eq(push(0, 0).outcome, "started");
+    resubmit_next = true;
+    r = push(1, 0);
+    ck_assert_str_eq(r.outcome, "resubmitted");
+    ck_assert_uint_eq(n_tasks, 3); /* item, poll 1, item again under a new name */
+    ck_assert_str_ne(tasks[2].name, tasks[0].name);
+    ck_assert_str_eq(push(2, 0).outcome, "started");
+    ck_assert_int_eq(submits, 2);
+    r = push(3, 0);
+    ck_assert_str_eq(r.outcome, "completed");
+    ck_assert_int_eq(bstatus(id), BATCH_COMPLETED);
+}
+END_TEST
+
+START_TEST(cancel_stops_new_calls_and_cancels_jobs)
+{
+    char id[BATCH_ID_MAX];
+    struct batch_counts c;
+    struct error err;
+    json_t *doc;
+
+    fake_provider.async = true;
+    create(4, id);
+    script[0] = PROVIDER_STARTED;
+    script_len = 1;
+    ck_assert_str_eq(push(0, 0).outcome, "started"); /* item 0 has a job in flight */
+    ck_assert_int_eq(batch_cancel(&env, id, "someone-else", LANG_EN, &doc, &err), ST_NOT_FOUND);
+    ck_assert_int_eq(batch_cancel(&env, id, "u1", LANG_EN, &doc, &err), ST_OK);
+    ck_assert_int_eq(json_int_or(doc, "cancelledImages", -1), 3);
+    ck_assert_int_eq(json_int_or(doc, "inFlight", -1), 1);
+    json_decref(doc);
+    /* The pending items' tasks find them cancelled: no provider call. */
+    ck_assert_int_eq(push(1, 0).http_status, 200);
+    ck_assert_int_eq(submits, 1);
+    /* The hurried poll cancels the job at the provider. */
+    ck_assert_uint_eq(n_tasks, 4 + 1 + 1);
+    ck_assert_str_eq(push(5, 0).outcome, "cancelled");
+    ck_assert_int_eq(cancels, 1);
+    c = counts(id);
+    ck_assert_int_eq(c.cancelled, 4);
+    ck_assert_int_eq(c.processed, 4);
+    ck_assert_int_eq(bstatus(id), BATCH_CANCELLED);
+    ck_assert_int_eq(batch_cancel(&env, id, "u1", LANG_EN, &doc, &err), ST_OK); /* harmless */
+    ck_assert(json_is_true(json_object_get(doc, "alreadyCancelled")));
+    json_decref(doc);
+}
+END_TEST
+
 START_TEST(eta)
 {
     struct batch b;
@@ -571,6 +772,11 @@ static Suite *suite(void)
     tcase_add_test(tc, idempotency_key_replays);
     tcase_add_test(tc, enqueue_failure_fails_the_batch);
     tcase_add_test(tc, eta);
+    tcase_add_test(tc, breaker_opens_and_fallback_serves);
+    tcase_add_test(tc, all_breakers_open_means_retry_later);
+    tcase_add_test(tc, cache_serves_identical_inputs_once);
+    tcase_add_test(tc, failed_job_is_submitted_again);
+    tcase_add_test(tc, cancel_stops_new_calls_and_cancels_jobs);
     suite_add_tcase(s, tc);
     return s;
 }

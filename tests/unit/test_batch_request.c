@@ -162,6 +162,7 @@ START_TEST(task_bodies)
         "{\"kind\":\"zap\",\"batchId\":\"b\",\"itemId\":\"i\",\"generation\":1}",
         "{\"kind\":\"fanout\",\"batchId\":\"b\",\"generation\":1,\"start\":5,\"end\":5}",
         "{\"kind\":\"poll\",\"batchId\":\"b\",\"itemId\":\"i\",\"generation\":1}",
+        "{\"kind\":\"poll\",\"batchId\":\"b\",\"itemId\":\"i\",\"generation\":1,\"poll\":1}",
         "{\"kind\":\"item\",\"batchId\":\"b\",\"itemId\":\"i\",\"generation\":0}",
         "not json",
     };

@@ -57,6 +57,27 @@ static void h_echo(struct http_request *req, struct http_response *resp, void *u
     http_respond_json(resp, 200, o);
 }
 
+static void count_header(void *ud, const char *name, const char *value)
+{
+    json_t *seen = ud;
+
+    if (strcasecmp(name, "X-Probe") == 0)
+        json_array_append_new(seen, json_string(value));
+}
+
+/* A catch-all route: the rest of the path, the raw target, the X-Probe headers. */
+static void h_rest(struct http_request *req, struct http_response *resp, void *ud)
+{
+    json_t *probes = json_array();
+
+    UNUSED(ud);
+    atomic_fetch_add(&handler_calls, 1);
+    http_request_each_header(req, count_header, probes);
+    http_respond_json(resp, 200,
+                      json_pack("{s:s, s:s, s:o}", "rest", http_request_param(req, "rest"),
+                                "target", http_request_target(req), "probes", probes));
+}
+
 static void h_json(struct http_request *req, struct http_response *resp, void *ud)
 {
     UNUSED(ud);
@@ -193,6 +214,7 @@ static void start_server(void)
     http_server_route(srv, "GET", "/slow", 0, h_slow, NULL);
     http_server_route(srv, "GET", "/log", 0, h_log, NULL);
     http_server_route(srv, "GET", "/sse", 0, h_sse, NULL);
+    http_server_route(srv, "GET", "/files/{rest...}", 0, h_rest, NULL);
     ck_assert_int_eq(http_server_start(srv, &err), ST_OK);
     ck_assert_int_gt(http_server_port(srv), 0);
     snprintf(base, sizeof(base), "http://127.0.0.1:%d", http_server_port(srv));
@@ -468,6 +490,36 @@ START_TEST(routing)
         ck_assert_str_eq(allow, route_cases[_i].allow);
     } else {
         ck_assert(!reply_header(&r, "Allow", allow, sizeof(allow)));
+    }
+    reply_release(&r);
+}
+END_TEST
+
+static const struct {
+    const char *path;
+    long status;
+    const char *rest;
+} rest_cases[] = {
+    {"/files/a", 200, "a"},
+    {"/files/a/b/c.txt", 200, "a/b/c.txt"},
+    {"/files/x%20y/(default)/d:commit?mask.fieldPaths=%60a%60", 200, "x y/(default)/d:commit"},
+    {"/files", 404, NULL},
+    {"/files/", 404, NULL}, /* at least one non-empty segment */
+};
+
+START_TEST(catch_all_route)
+{
+    const char *headers[] = {"X-Probe: one", "X-Other: no", NULL};
+    struct reply r;
+
+    fetch("GET", rest_cases[_i].path, headers, NULL, 0, &r);
+    if (rest_cases[_i].status != 200) {
+        assert_error(&r, rest_cases[_i].status, "not_found");
+    } else {
+        ck_assert_int_eq(r.status, 200);
+        ck_assert_str_eq(json_str_or(r.json, "rest", ""), rest_cases[_i].rest);
+        ck_assert_str_eq(json_str_or(r.json, "target", ""), rest_cases[_i].path);
+        ck_assert_uint_eq(json_array_size(json_object_get(r.json, "probes")), 1);
     }
     reply_release(&r);
 }
@@ -1130,6 +1182,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_loop_test(tc, routing, 0, ARRAY_SIZE(route_cases));
     tcase_add_test(tc, decoded_path);
+    tcase_add_loop_test(tc, catch_all_route, 0, ARRAY_SIZE(rest_cases));
     tcase_add_test(tc, long_path);
     tcase_add_test(tc, body_at_limit);
     tcase_add_loop_test(tc, body_too_large_content_length, 0, 2);

@@ -783,6 +783,39 @@ START_TEST(image_problems_stop_before_upload)
 }
 END_TEST
 
+START_TEST(image_from_the_caller_is_not_fetched)
+{
+    struct provider *p = fake_provider(false);
+    struct provider_output out;
+    struct provider_input in = {
+        .item_id = "i_cached",
+        .type = "video-pixverse",
+        .image_url = "https://partner.example/never-fetched.png",
+        .attempt = 1,
+        .image_data = NULL,
+        .image_type = "image/png",
+    };
+
+    in.image_data = PNG.data;
+    in.image_len = PNG.len;
+    fake_http_push_json(F, 200, ENV(0, "success", "{\"img_id\":21}"));
+    fake_http_push_json(F, 200, ENV(0, "success", "{\"video_id\":22}"));
+    provider_output_init(&out, 1 << 20);
+    ck_assert_int_eq(p->submit(p, &in, &out), ST_OK);
+    assert_outcome(&out, S, "");
+    ck_assert_uint_eq(fake_http_count(F), 2);
+    ck_assert_str_eq(fake_http_request(F, 0)->path, "/openapi/v2/image/upload");
+    ck_assert(memmem(fake_http_request(F, 0)->body.data, fake_http_request(F, 0)->body.len,
+                     PNG.data, PNG.len));
+    in.image_type = "image/heic";
+    p->submit(p, &in, &out);
+    assert_outcome(&out, P, "image_unsupported_type");
+    ck_assert_uint_eq(fake_http_count(F), 2);
+    provider_output_release(&out);
+    provider_free(p);
+}
+END_TEST
+
 START_TEST(poll_downloads_and_bad_ids)
 {
     static const char *const bad[] = {"abc", "-5", "0", "9223372036854775808", "", "12 "};
@@ -1174,6 +1207,7 @@ static Suite *suite(void)
     tcase_add_test(net, unknown_image_id_uploads_once_more);
     tcase_add_test(net, generate_is_never_retried);
     tcase_add_test(net, image_problems_stop_before_upload);
+    tcase_add_test(net, image_from_the_caller_is_not_fetched);
     tcase_add_test(net, poll_downloads_and_bad_ids);
     tcase_add_test(net, provider_new_validates);
     suite_add_tcase(s, net);

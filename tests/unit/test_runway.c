@@ -161,7 +161,7 @@ static const struct classify_row classify_rows[] = {
      0},
     {"asset invalid", RUNWAY_POLL, ST_OK, true, 200, FAILED("ASSET.INVALID"), 0, P,
      "provider_asset_invalid", 0, false, false, NULL, 0},
-    {"bad output", RUNWAY_POLL, ST_OK, true, 200, FAILED("INTERNAL.BAD_OUTPUT.CODE01"), 0, P,
+    {"bad output", RUNWAY_POLL, ST_OK, true, 200, FAILED("INTERNAL.BAD_OUTPUT.CODE01"), 0, T,
      "provider_bad_output", 0, false, true, NULL, 0},
     {"internal", RUNWAY_POLL, ST_OK, true, 200, FAILED("INTERNAL"), 0, T, "provider_job_failed", 0,
      false, true, NULL, 0},
@@ -982,7 +982,7 @@ struct keyword_row {
 
 static const struct keyword_row keyword_rows[] = {
     {"Pan. [moderation]", false, P, "provider_moderation", 0, false, false},
-    {"Pan. [badoutput]", false, P, "provider_bad_output", 0, false, true},
+    {"Pan. [badoutput]", false, T, "provider_bad_output", 0, false, true},
     {"Pan. [nocredit]", true, P, "provider_no_credits", 0, true, false},
     {"Pan. [daily]", true, T, "provider_rate_limited", RUNWAY_DAILY_LIMIT_RETRY_S, false, false},
 };
