@@ -6,6 +6,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "app/providers.h"
 #include "app/runtime.h"
 #include "batch/batch.h"
 #include "core/json.h"
@@ -212,6 +213,13 @@ static enum status creator_setup(const struct settings *s, struct http_server *s
     c->env.blob = c->rt.blob;
     c->env.cfg = &c->rt.batch_config;
     c->env.now = time_now_us;
+    c->env.validate_options = providers_validate_options;
+    c->env.item_cost = providers_item_cost;
+    if (providers_load_prices(s, err) != ST_OK) {
+        runtime_close(&c->rt);
+        free(c);
+        return ST_INVALID;
+    }
     if (s->allow_insecure_urls)
         log_warn("ALLOW_INSECURE_URLS is on: http and private image URLs are accepted (local "
                  "demo only)");

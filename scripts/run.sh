@@ -45,9 +45,18 @@ wait_healthy() { # name url
 PORT=$SIM_PORT "$build/tests/fakes/provider-sim" >"$DATA_DIR/logs/simulator.log" 2>&1 &
 pids+=($!)
 wait_healthy simulator "http://127.0.0.1:$SIM_PORT"
+sim="http://127.0.0.1:$SIM_PORT"
 if [[ -z ${GEMINI_API_KEY:-} ]]; then
-  echo "GEMINI_API_KEY is not set: using the provider simulator at http://127.0.0.1:$SIM_PORT"
-  export GEMINI_API_KEY=simulator GEMINI_BASE_URL="http://127.0.0.1:$SIM_PORT"
+  echo "GEMINI_API_KEY is not set: the provider simulator at $sim plays Gemini"
+  export GEMINI_API_KEY=simulator GEMINI_BASE_URL=$sim
+fi
+if [[ -z ${RUNWAY_API_KEY:-} ]]; then
+  echo "RUNWAY_API_KEY is not set: the provider simulator at $sim plays Runway"
+  export RUNWAY_API_KEY="key_$(printf '0%.0s' {1..128})" RUNWAY_BASE_URL=$sim
+fi
+if [[ -z ${PIXVERSE_API_KEY:-} ]]; then
+  echo "PIXVERSE_API_KEY is not set: the provider simulator at $sim plays PixVerse"
+  export PIXVERSE_API_KEY=simulator PIXVERSE_BASE_URL=$sim
 fi
 
 export WORKER_URL="http://127.0.0.1:$WORKER_PORT/api/batch/worker"

@@ -19,7 +19,7 @@
 #include "core/util.h"
 #include "gcp/jwt.h"
 #include "gcp/oidc.h"
-#include "providers/gemini.h"
+#include "app/providers.h"
 #include "queue/local_queue.h"
 #include "worker.h"
 
@@ -31,8 +31,7 @@ struct worker {
     const struct settings *settings;
     struct runtime rt;
     struct batch_env env;
-    struct provider_route routes[4];
-    struct provider *gemini;
+    struct provider_set providers;
     struct oidc_verifier *verifier;
     struct oidc_local_issuer *issuer;
     struct dispatcher *dispatcher;
@@ -211,7 +210,6 @@ static enum status worker_setup(const struct settings *s, struct http_server *sr
 {
     struct worker *w = xcalloc(1, sizeof(*w));
     bool local_queue;
-    size_t n = 0;
 
     w->settings = s;
     if (runtime_open(s, &w->rt, err) != ST_OK)
@@ -219,34 +217,17 @@ static enum status worker_setup(const struct settings *s, struct http_server *sr
     local_queue = strcmp(w->rt.queue->name, "local") == 0;
     if (setup_auth(w, local_queue, err) != ST_OK)
         goto fail;
-    if (s->gemini_api_key) {
-        struct gemini_options go;
-
-        memset(&go, 0, sizeof(go));
-        go.base_url = s->gemini_base_url;
-        go.api_key = s->gemini_api_key;
-        go.model = s->gemini_model;
-        go.timeout_ms = s->provider_timeout_ms;
-        go.fetch_max_bytes = (size_t)s->fetch_max_bytes;
-        go.allow_insecure = s->allow_insecure_urls;
-        go.max_output_bytes = (size_t)s->output_max_bytes;
-        w->gemini = provider_gemini_new(&go, w->rt.client);
-        if (!w->gemini) {
-            error_set(err, ST_INVALID, "invalid_config",
-                      "invalid Gemini settings (GEMINI_BASE_URL, GEMINI_MODEL): see the log");
-            goto fail;
-        }
-        w->routes[n++] = (struct provider_route){"virtual-staging", w->gemini};
-        log_write(LOG_INFO, json_pack("{s:s, s:s}", "provider", "gemini", "model", s->gemini_model),
-                  "virtual-staging served by gemini %s at %s", s->gemini_model, s->gemini_base_url);
-    } else {
-        log_warn("GEMINI_API_KEY is not set: virtual-staging items will fail as not configured");
-    }
+    if (providers_load_prices(s, err) != ST_OK ||
+        provider_set_open(s, w->rt.client, &w->providers, err) != ST_OK)
+        goto fail;
     w->env.store = w->rt.store;
     w->env.queue = w->rt.queue;
     w->env.blob = w->rt.blob;
-    w->env.providers = w->routes;
-    w->env.n_providers = n;
+    w->env.providers = w->providers.routes;
+    w->env.n_providers = w->providers.n_routes;
+    w->env.item_cost = providers_item_cost;
+    w->env.fetch = providers_fetch;
+    w->env.fetch_ud = &w->providers;
     w->env.cfg = &w->rt.batch_config;
     w->env.now = time_now_us;
     http_server_route(srv, "POST", "/api/batch/worker", 0, worker_push, w);
@@ -300,7 +281,7 @@ static void worker_teardown(void *state)
     if (!w)
         return;
     worker_draining(w);
-    provider_free(w->gemini);
+    provider_set_close(&w->providers);
     oidc_verifier_free(w->verifier);
     oidc_local_issuer_free(w->issuer);
     runtime_close(&w->rt);

@@ -31,9 +31,9 @@ static void batch_config_from(const struct settings *s, const struct queue_confi
     bc->lease_s = s->item_lease_s;
     bc->retry = qc->retry;
     bc->default_item_ms = 30000;
-    bc->poll_initial_ms = 5000;
-    bc->poll_max_ms = 30000;
-    bc->poll_deadline_s = 1200;
+    bc->poll_initial_ms = s->poll_initial_ms;
+    bc->poll_max_ms = s->poll_max_ms;
+    bc->poll_deadline_s = s->poll_deadline_s;
     bc->output_max_bytes = s->output_max_bytes;
 }
 

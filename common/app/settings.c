@@ -71,6 +71,19 @@ static const struct config_var table[] = {
     {"GEMINI_API_KEY", CFG_STRING, NULL, 0, 0, NULL, "Gemini API key (virtual-staging)", F(gemini_api_key), CFG_SECRET, W},
     {"GEMINI_BASE_URL", CFG_STRING, "https://generativelanguage.googleapis.com", 0, 0, NULL, "Gemini API base URL", F(gemini_base_url), 0, W},
     {"GEMINI_MODEL", CFG_STRING, "gemini-3.1-flash-image", 0, 0, NULL, "Gemini image model id", F(gemini_model), 0, W},
+    {"RUNWAY_API_KEY", CFG_STRING, NULL, 0, 0, NULL, "Runway API key (video-runway)", F(runway_api_key), CFG_SECRET, W},
+    {"RUNWAY_BASE_URL", CFG_STRING, "https://api.dev.runwayml.com", 0, 0, NULL, "Runway API base URL", F(runway_base_url), 0, W},
+    {"RUNWAY_MODEL", CFG_STRING, "gen4_turbo", 0, 0, NULL, "Runway model when a batch names none", F(runway_model), 0, W},
+    {"PIXVERSE_API_KEY", CFG_STRING, NULL, 0, 0, NULL, "PixVerse API key (video-pixverse)", F(pixverse_api_key), CFG_SECRET, W},
+    {"PIXVERSE_BASE_URL", CFG_STRING, "https://app-api.pixverse.ai", 0, 0, NULL, "PixVerse API base URL", F(pixverse_base_url), 0, W},
+    {"PIXVERSE_MODEL", CFG_STRING, "v5", 0, 0, NULL, "PixVerse model when a batch names none", F(pixverse_model), 0, W},
+    {"PROVIDER_FALLBACKS", CFG_STRING, NULL, 0, 0, NULL, "fallback chains, e.g. \"video-runway=pixverse\" (type=provider[,provider];...)", F(provider_fallbacks), 0, W},
+    {"BREAKER_FAILURES", CFG_INT, "5", 1, 1000, NULL, "consecutive transient failures that open a provider's circuit", F(breaker_failures), 0, W},
+    {"BREAKER_OPEN_MS", CFG_INT, "30000", 100, 3600000, NULL, "how long an open circuit refuses calls before a probe", F(breaker_open_ms), 0, W},
+    {"PRICES", CFG_STRING, NULL, 0, 0, NULL, "price overrides as JSON, e.g. {\"runway:gen4_turbo:per_second\": 0.05}", F(prices), 0, B},
+    {"POLL_INITIAL_MS", CFG_INT, "5000", 100, 600000, NULL, "first poll of a video job after this", F(poll_initial_ms), 0, W},
+    {"POLL_MAX_MS", CFG_INT, "30000", 100, 600000, NULL, "polls slow down to this interval", F(poll_max_ms), 0, W},
+    {"POLL_DEADLINE_S", CFG_INT, "1200", 10, 86400, NULL, "a video job still running after this fails as timed out", F(poll_deadline_s), 0, W},
 };
 /* clang-format on */
 

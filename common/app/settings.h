@@ -85,6 +85,19 @@ struct settings {
     char *gemini_api_key;
     char *gemini_base_url;
     char *gemini_model;
+    char *runway_api_key;
+    char *runway_base_url;
+    char *runway_model;
+    char *pixverse_api_key;
+    char *pixverse_base_url;
+    char *pixverse_model;
+    char *provider_fallbacks;
+    int64_t breaker_failures;
+    int64_t breaker_open_ms;
+    char *prices;
+    int64_t poll_initial_ms;
+    int64_t poll_max_ms;
+    int64_t poll_deadline_s;
 };
 
 /*

@@ -583,7 +583,9 @@ static void resubmit(struct ctx *c, struct provider *p, const struct provider_ou
     struct error err;
     enum status st;
 
-    if (c->item.attempts >= max_submissions(c)) {
+    /* Runway's quality rejections rarely pass a second time: one more try only. */
+    if (c->item.attempts >= max_submissions(c) ||
+        (strcmp(po->error_code, "provider_bad_output") == 0 && c->item.attempts >= 2)) {
         fail_item(c, p->name, po->error_code[0] ? po->error_code : "provider_job_failed",
                   po->error_message, true, true);
         return;

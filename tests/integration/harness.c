@@ -139,6 +139,15 @@ static void build_env(struct stack *s)
     ADD("LOG_LEVEL=INFO");
     ADD("GEMINI_BASE_URL=%s", s->sim_url);
     ADD("GEMINI_API_KEY=test-key");
+    ADD("RUNWAY_BASE_URL=%s", s->sim_url);
+    ADD("RUNWAY_API_KEY=key_%s",
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef"
+        "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef");
+    ADD("PIXVERSE_BASE_URL=%s", s->sim_url);
+    ADD("PIXVERSE_API_KEY=test-pixverse-key");
+    ADD("POLL_INITIAL_MS=300");
+    ADD("POLL_MAX_MS=1000");
+    ADD("POLL_DEADLINE_S=120");
     ADD("SHUTDOWN_GRACE_MS=5000");
     ADD("ITEM_LEASE_S=20");
     ADD("PROVIDER_TIMEOUT_MS=10000");
