@@ -430,6 +430,7 @@ static void process_item(struct ctx *c)
     enum item_begin begin;
     struct error err;
     struct buf image;
+    char ctype[64]; /* of image, which outlives the cache block: the provider reads both */
     int64_t t0, retry_ms;
     bool any;
     int tries;
@@ -526,7 +527,6 @@ static void process_item(struct ctx *c)
     buf_init(&image, (size_t)cfg->output_max_bytes);
     if (cache_wanted(c)) {
         struct item_result cached;
-        char ctype[64];
 
         if (c->env->fetch(c->env->fetch_ud, c->item.url, &image, ctype, &err) != ST_OK) {
             struct provider_output po_fetch;

@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <netinet/in.h>
 #include <signal.h>
+#include <sys/prctl.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -82,6 +83,8 @@ static void spawn(struct proc *p, const char *name, const char *bin, const char 
         int fd = open(p->log_path, O_WRONLY | O_CREAT | O_APPEND, 0644);
         const char *const *e;
 
+        /* A test that dies (a failed assertion, a timeout) takes its stack with it. */
+        prctl(PR_SET_PDEATHSIG, SIGKILL);
         if (fd >= 0) {
             dup2(fd, 1);
             dup2(fd, 2);
