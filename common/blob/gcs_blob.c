@@ -264,23 +264,26 @@ static uint64_t key_hash(const char *s)
 
 /*
  * Copies the cached URL of key into out when it was signed less than half
- * its lifetime ago (so a partner always gets at least half of it).
+ * its lifetime ago (so a partner always gets at least half of it). *fits is
+ * false when such a URL exists but is longer than cap.
  */
-static bool cache_lookup(struct gcs_blob *g, const char *key, int64_t now_us, char *out, size_t cap)
+static bool cache_lookup(struct gcs_blob *g, const char *key, int64_t now_us, char *out, size_t cap,
+                         bool *fits)
 {
     struct url_entry *set = &g->cache[(key_hash(key) % g->nsets) * CACHE_WAYS];
     int64_t fresh_us = g->lifetime_s * 1000000 / RESIGN_DIVISOR;
     bool hit = false;
     size_t i;
 
+    *fits = true;
     pthread_mutex_lock(&g->lock);
     for (i = 0; i < CACHE_WAYS; i++) {
         struct url_entry *e = &set[i];
 
         if (!e->key || strcmp(e->key, key) != 0)
             continue;
-        if (now_us >= e->signed_us && now_us - e->signed_us < fresh_us &&
-            str_copy(out, cap, e->url)) {
+        if (now_us >= e->signed_us && now_us - e->signed_us < fresh_us) {
+            *fits = str_copy(out, cap, e->url);
             e->used = ++g->tick;
             hit = true;
         }
@@ -603,8 +606,14 @@ static enum status gcs_url(void *state, const char *key, char *out, size_t cap, 
     unsigned char *sig = NULL;
     size_t sig_len = 0;
     enum status st;
+    bool fits;
 
-    if (cache_lookup(g, key, now, out, cap)) {
+    if (cache_lookup(g, key, now, out, cap, &fits)) {
+        if (!fits)
+            return error_set(err, ST_TOO_LARGE, NULL,
+                             "signed url of gs://%s/%.200s is longer "
+                             "than %zu bytes",
+                             g->bucket, key, cap);
         labels[0] = "cached";
         metric_add(g->m_urls, labels, 1);
         return ST_OK;

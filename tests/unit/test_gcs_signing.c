@@ -424,7 +424,11 @@ START_TEST(url_matches_pieces)
              "http://127.0.0.1:4443%s?%s&X-Goog-Signature=", buf_str(&p.path), buf_str(&p.query));
     ck_assert_msg(str_starts_with(url, prefix), "url %s\nwant %s", url, prefix);
     ck_assert_uint_eq(strlen(url), strlen(prefix) + 512);
+    /* Cached, but too long for the caller's buffer: refused without signing again. */
     ck_assert_int_eq(blob_url(b, "reports/2026/a-b.pdf", url, 64, &err), ST_TOO_LARGE);
+    ck_assert_int_eq(atomic_load(&S.calls), 1);
+    /* Not cached and too long: refused after signing. */
+    ck_assert_int_eq(blob_url(b, "reports/2026/other.pdf", url, 64, &err), ST_TOO_LARGE);
     gcs_v4_parts_release(&p);
     blob_close(b);
 }
