@@ -627,6 +627,8 @@ static enum status gcs_url(void *state, const char *key, char *out, size_t cap, 
         st = str_copy(email, sizeof(email), g->signer_email) ? ST_OK : ST_INVALID;
     else
         st = gcp_auth_email(g->auth, email, sizeof(email), err);
+    if (st == ST_OK && !email[0]) /* emulator mode: no service account */
+        st = error_set(err, ST_FAILED_PRECONDITION, NULL, "no service account to sign as");
     if (st != ST_OK)
         goto fail;
     in.method = "GET";
