@@ -4,6 +4,9 @@
 #include <string.h>
 
 #include "blob/fs_blob.h"
+#include "gcp/auth.h"
+#include "queue/cloudtasks_queue.h"
+#include "store/firestore_store.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "queue/local_queue.h"
@@ -34,6 +37,68 @@ static void batch_config_from(const struct settings *s, const struct queue_confi
     bc->output_max_bytes = s->output_max_bytes;
 }
 
+/* Tokens and the project id, for whichever Google adapters are in use. */
+static enum status open_gcp(const struct settings *s, struct runtime *rt, struct error *err)
+{
+    struct gcp_auth_options ao;
+
+    memset(&ao, 0, sizeof(ao));
+    ao.metadata_base = s->metadata_base;
+    ao.credentials_file = s->credentials_file;
+    ao.token_url = s->oauth_token_url;
+    ao.iam_base = s->iam_base_url;
+    ao.none = s->gcp_no_auth;
+    rt->auth = gcp_auth_new(&ao, rt->client, err);
+    if (!rt->auth)
+        return err->status ? err->status : ST_INVALID;
+    if (s->project_id)
+        str_copy(rt->project, sizeof(rt->project), s->project_id);
+    else if (gcp_auth_project(rt->auth, rt->project, sizeof(rt->project), err) != ST_OK ||
+             !rt->project[0])
+        return error_set(err, ST_INVALID, "invalid_config",
+                         "missing GOOGLE_CLOUD_PROJECT and no project from the credentials");
+    return ST_OK;
+}
+
+static struct store *open_firestore(const struct settings *s, struct runtime *rt, struct error *err)
+{
+    struct firestore_store_options o;
+
+    memset(&o, 0, sizeof(o));
+    o.client_options.emulator_host = s->firestore_emulator_host;
+    o.client_options.base_url = s->firestore_base_url;
+    o.client_options.project_id = rt->project;
+    o.client_options.database_id = s->firestore_database;
+    o.client_options.auth = s->firestore_emulator_host ? NULL : rt->auth;
+    o.client_options.http = rt->client;
+    return store_firestore_open(&o, err);
+}
+
+static struct queue *open_cloudtasks(const struct settings *s, struct runtime *rt,
+                                     struct error *err)
+{
+    struct cloudtasks_options o;
+
+    if (!s->oidc_service_account) {
+        error_set(err, ST_INVALID, "invalid_config",
+                  "missing OIDC_SERVICE_ACCOUNT: Cloud Tasks signs the pushes as this account");
+        return NULL;
+    }
+    memset(&o, 0, sizeof(o));
+    o.base_url = s->cloud_tasks_base_url;
+    o.project = rt->project;
+    o.location = s->cloud_tasks_location ? s->cloud_tasks_location : rt->queue_config.location;
+    o.queue = s->cloud_tasks_queue ? s->cloud_tasks_queue : rt->queue_config.name;
+    o.target_url = s->worker_url;
+    o.service_account = s->oidc_service_account;
+    o.audience = s->oidc_audience;
+    o.dispatch_deadline_s = rt->queue_config.dispatch_deadline_s;
+    o.auth = rt->auth;
+    o.client = rt->client;
+    o.max_in_flight = (int)s->enqueue_concurrency;
+    return queue_cloudtasks_open(&o, err);
+}
+
 enum status runtime_open(const struct settings *s, struct runtime *rt, struct error *err)
 {
     struct http_client_options copts;
@@ -50,18 +115,20 @@ enum status runtime_open(const struct settings *s, struct runtime *rt, struct er
     store = runtime_choice(s, s->store, "sqlite", "firestore");
     queue = runtime_choice(s, s->queue, "local", "cloudtasks");
     blob = runtime_choice(s, s->blob, "fs", "gcs");
-    if (strcmp(store, "sqlite") == 0) {
+    if ((strcmp(store, "firestore") == 0 || strcmp(queue, "cloudtasks") == 0 ||
+         strcmp(blob, "gcs") == 0) &&
+        open_gcp(s, rt, err) != ST_OK)
+        goto fail;
+    if (strcmp(store, "sqlite") == 0)
         rt->store = store_sqlite_open(s->sqlite_path, err);
-    } else {
-        error_set(err, ST_INVALID, "invalid_config", "STORE=%s is not available yet", store);
-    }
+    else
+        rt->store = open_firestore(s, rt, err);
     if (!rt->store)
         goto fail;
-    if (strcmp(queue, "local") == 0) {
+    if (strcmp(queue, "local") == 0)
         rt->queue = queue_local_open(s->sqlite_path, &rt->queue_config, err);
-    } else {
-        error_set(err, ST_INVALID, "invalid_config", "QUEUE=%s is not available yet", queue);
-    }
+    else
+        rt->queue = open_cloudtasks(s, rt, err);
     if (!rt->queue)
         goto fail;
     if (strcmp(blob, "fs") == 0) {
@@ -86,6 +153,8 @@ void runtime_close(struct runtime *rt)
     blob_close(rt->blob);
     queue_close(rt->queue);
     store_close(rt->store);
+    if (rt->auth)
+        gcp_auth_free(rt->auth);
     if (rt->client)
         http_client_free(rt->client);
     memset(rt, 0, sizeof(*rt));

@@ -15,8 +15,12 @@
 #include "queue/queue_config.h"
 #include "store/store.h"
 
+struct gcp_auth;
+
 struct runtime {
     struct http_client *client; /* shared outbound client */
+    struct gcp_auth *auth;      /* Google tokens, when a Google adapter is in use */
+    char project[128];
     struct queue_config queue_config;
     struct store *store;
     struct queue *queue;

@@ -64,6 +64,23 @@ struct settings {
     char *oidc_service_account;
     char *local_key_path;
 
+    /* Google Cloud (BACKEND=gcp) */
+    char *firestore_emulator_host;
+    char *firestore_base_url;
+    char *firestore_database;
+    char *cloud_tasks_base_url;
+    char *cloud_tasks_location;
+    char *cloud_tasks_queue;
+    char *gcs_bucket;
+    char *storage_base_url;
+    char *signed_url_host;
+    int64_t signed_url_ttl_s;
+    char *credentials_file;
+    char *metadata_base;
+    char *oauth_token_url;
+    char *iam_base_url;
+    bool gcp_no_auth;
+
     /* providers */
     char *gemini_api_key;
     char *gemini_base_url;

@@ -16,14 +16,6 @@
 #include "core/timeutil.h"
 #include "core/util.h"
 
-/*
- * The token port (gcp/auth.c) is written on another branch. Until it is
- * merged, these references are weak so that the emulator-only builds link;
- * firestore_new() refuses a non-NULL auth when they are missing.
- */
-#pragma weak gcp_auth_header
-#pragma weak gcp_auth_invalidate
-
 #define DEFAULT_TIMEOUT_MS    30000
 #define DEFAULT_ATTEMPTS      5
 #define DEFAULT_RETRY_BASE_MS 100
@@ -1091,10 +1083,6 @@ struct firestore *firestore_new(const struct firestore_options *o, struct error 
 
     if (!o || !o->project_id || !*o->project_id || !firestore_id_valid(o->project_id)) {
         error_set(err, ST_INVALID, NULL, "firestore project id is missing or invalid");
-        return NULL;
-    }
-    if (o->auth && (!gcp_auth_header || !gcp_auth_invalidate)) {
-        error_set(err, ST_INVALID, NULL, "firestore: no token source is linked in this build");
         return NULL;
     }
     db = o->database_id && *o->database_id ? o->database_id : "(default)";

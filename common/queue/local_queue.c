@@ -207,28 +207,6 @@ struct prepared_task {
     int64_t schedule_time;
 };
 
-static bool name_char_ok(char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') || c == '-' ||
-           c == '_';
-}
-
-static enum status check_name(const char *name, struct error *err)
-{
-    size_t i, n = strnlen(name, TASK_NAME_MAX);
-
-    if (n == 0 || n >= TASK_NAME_MAX)
-        return error_set(err, ST_INVALID, "invalid_task_name",
-                         "task name must have 1 to %d characters", TASK_NAME_MAX - 1);
-    for (i = 0; i < n; i++) {
-        if (!name_char_ok(name[i]))
-            return error_set(err, ST_INVALID, "invalid_task_name",
-                             "task name %.64s has a character outside [A-Za-z0-9_-] at %zu", name,
-                             i);
-    }
-    return ST_OK;
-}
-
 /* Validates a spec against Cloud Tasks' rules and fills p (generated name, effective time). */
 static enum status task_prepare(const struct task_spec *t, int64_t now, struct prepared_task *p,
                                 struct error *err)
@@ -239,7 +217,7 @@ static enum status task_prepare(const struct task_spec *t, int64_t now, struct p
         if (!id_random(p->name, sizeof(p->name), "", GENERATED_NAME_LEN))
             BUG("generated task name does not fit");
     } else {
-        st = check_name(t->name, err);
+        st = queue_check_name(t->name, err);
         if (st != ST_OK)
             return st;
         str_copy(p->name, sizeof(p->name), t->name);
@@ -399,7 +377,7 @@ static enum status lq_remove(void *state, const char *name, struct error *err)
     enum status st;
     int changes = 0;
 
-    st = check_name(name, err);
+    st = queue_check_name(name, err);
     if (st != ST_OK)
         return st;
     pthread_mutex_lock(&lq->mu);

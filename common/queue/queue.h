@@ -58,6 +58,15 @@ enum status queue_enqueue_many(struct queue *q, const struct task_spec *tasks, s
 enum status queue_remove(struct queue *q, const char *name, struct error *err);
 
 /*
+ * ST_OK when name is a valid task name: 1 to TASK_NAME_MAX - 1 characters
+ * of [A-Za-z0-9_-], read up to TASK_NAME_MAX bytes (a name that fills the
+ * array without a terminator is too long). Else ST_INVALID with code
+ * "invalid_task_name". Shared by the adapters, so that every queue refuses
+ * the same names before doing anything.
+ */
+enum status queue_check_name(const char *name, struct error *err);
+
+/*
  * Deterministic task name for a unit of work: "<8 hex of sha256(key)>-<key>"
  * with characters outside [A-Za-z0-9_-] replaced by '_' and the result
  * bounded. The hashed prefix spreads names over the key space, as Cloud

@@ -1,6 +1,7 @@
 #include "queue/queue_config.h"
 
 #include <errno.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -37,6 +38,21 @@ bool duration_parse(const char *s, double *out)
     memcpy(num, s, n - 1);
     num[n - 1] = '\0';
     return str_to_double(num, out) && *out >= 0;
+}
+
+void duration_format(double s, char *out, size_t cap)
+{
+    size_t n;
+
+    if (s == (double)(int64_t)s) {
+        str_printf(out, cap, "%llds", (long long)s);
+        return;
+    }
+    str_printf(out, cap, "%.3f", s);
+    n = strlen(out);
+    while (n > 0 && out[n - 1] == '0')
+        out[--n] = '\0';
+    str_printf(out + n, cap - n, "s");
 }
 
 static enum status get_duration(const json_t *obj, const char *field, double min, double max,

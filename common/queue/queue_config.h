@@ -12,6 +12,9 @@
 #ifndef QUEUE_QUEUE_CONFIG_H
 #define QUEUE_QUEUE_CONFIG_H
 
+#include <stdbool.h>
+#include <stddef.h>
+
 #include "core/backoff.h"
 #include "core/error.h"
 
@@ -36,5 +39,11 @@ enum status queue_config_load(const char *path, struct queue_config *qc, struct 
 
 /* Parses "10s" / "0.100s" into seconds. */
 bool duration_parse(const char *s, double *out);
+
+/*
+ * Formats seconds as a Duration: "600s", or "15.5s" with the fraction to
+ * the millisecond (Cloud Tasks truncates deadlines to milliseconds).
+ */
+void duration_format(double s, char *out, size_t cap);
 
 #endif

@@ -1694,97 +1694,13 @@ static enum status fs_get_counts(void *state, const char *batch_id, struct batch
     return ST_OK;
 }
 
-struct complete_args {
-    struct fstore *st;
-    const char *bname, *batch_id;
-    int64_t generation, now;
-    bool won;
-    enum batch_status final_status;
-};
-
-static enum status try_complete_fn(struct firestore_tx *tx, void *ud, struct error *err)
+/* sum(shards.processed) with one aggregation query. */
+static enum status processed_sum(struct fstore *st, const char *bname, const char *batch_id,
+                                 double *out, struct error *err)
 {
-    struct complete_args *a = ud;
-    char names_buf[MAX_SHARDS + 1][NAME_CAP];
-    const char *names[MAX_SHARDS + 1];
-    struct batch_counts n = {0};
-    struct batch b;
-    json_t *docs = NULL, *f;
-    enum batch_status to;
-    enum status s;
-    int k;
-
-    a->won = false;
-    batch_init(&b);
-    if ((s = tx_read_batch(tx, a->bname, a->batch_id, &b, err)))
-        goto out;
-    a->final_status = b.status;
-    if (b.status != BATCH_PROCESSING || b.generation != a->generation)
-        goto out;
-    for (k = 0; k < b.shards; k++) {
-        if ((s = shard_name(a->st, a->batch_id, k, names_buf[k], err)))
-            goto out;
-        names[k] = names_buf[k];
-    }
-    if ((s = firestore_tx_get(tx, names, (size_t)b.shards, NULL, &docs, err)))
-        goto out;
-    for (k = 0; k < b.shards; k++) {
-        json_t *doc = json_array_get(docs, (size_t)k);
-
-        if (json_is_object(doc) && shard_counts_add(doc, &n) != ST_OK) {
-            s = corrupt(err, "shard of batch", a->batch_id, "counter");
-            goto out;
-        }
-    }
-    if (n.processed < b.total)
-        goto out;
-    to = n.failure == 0 && n.cancelled == 0 ? BATCH_COMPLETED : BATCH_COMPLETED_WITH_FAILURES;
-    f = json_object();
-    set(f, "status", v_str(batch_status_name(to)));
-    set(f, "updatedAt", firestore_value_timestamp(a->now));
-    set(f, "completedAt", firestore_value_timestamp(a->now));
-    firestore_tx_write(tx, firestore_write_update(a->bname, f));
-    a->won = true;
-    a->final_status = to;
-out:
-    json_decref(docs);
-    batch_release(&b);
-    return s;
-}
-
-/*
- * Outside any transaction: can this call complete the batch? false (with
- * *final set) when the batch is not processing in this generation or its
- * shards count fewer than total items. Two reads, no locks: most calls end
- * here (every item's end asks).
- */
-static enum status complete_precheck(struct fstore *st, const char *bname, const char *batch_id,
-                                     int64_t generation, bool *maybe, enum batch_status *final,
-                                     struct error *err)
-{
-    const char *const mask[] = {"status", "generation", "totalImages", NULL};
-    json_t *doc = NULL, *agg = NULL, *fields = NULL;
-    const json_t *f;
-    char status[32];
-    int64_t total = 0, gen = 0;
-    double processed = 0;
+    json_t *agg, *fields = NULL;
     enum status s;
 
-    *maybe = false;
-    s = firestore_get(st->fs, bname, mask, &doc, err);
-    if (s == ST_NOT_FOUND)
-        return error_set(err, ST_NOT_FOUND, NULL, "batch %s not found", batch_id);
-    if (s)
-        return s;
-    f = firestore_doc_fields(doc);
-    if (!d_str(f, "status", status, sizeof(status)) || !batch_status_parse(status, final) ||
-        !d_int(f, "generation", &gen) || !d_int(f, "totalImages", &total)) {
-        json_decref(doc);
-        return corrupt(err, "batch", batch_id, "status");
-    }
-    json_decref(doc);
-    if (*final != BATCH_PROCESSING || gen != generation)
-        return ST_OK;
     agg = json_pack("{s:{s:[{s:s}]}, s:[{s:s, s:{s:{s:s}}}]}", "structuredQuery", "from",
                     "collectionId", "shards", "aggregations", "alias", "processed", "sum", "field",
                     "fieldPath", "processed");
@@ -1792,38 +1708,92 @@ static enum status complete_precheck(struct fstore *st, const char *bname, const
     json_decref(agg);
     if (s)
         return s;
-    if (!firestore_value_get_double(json_object_get(fields, "processed"), &processed)) {
+    if (!firestore_value_get_double(json_object_get(fields, "processed"), out)) {
         json_decref(fields);
         return corrupt(err, "shards of batch", batch_id, "processed sum");
     }
     json_decref(fields);
-    *maybe = processed >= (double)total;
     return ST_OK;
 }
 
+/*
+ * The completion transition without a transaction: read the batch (and its
+ * updateTime), sum the shards, and commit the final status with the
+ * precondition updateTime == the one read. While the batch is processing,
+ * shards only grow, and everything that could make the decision stale
+ * (another completion, a cancel, a retry) rewrites the batch document, so
+ * the precondition lets exactly one caller win. A transaction would be
+ * correct too, but every caller would queue on the batch document's lock.
+ */
 static enum status fs_try_complete(void *state, const char *batch_id, int64_t generation,
                                    int64_t now, bool *won, enum batch_status *final_status,
                                    struct error *err)
 {
+    const char *const mask[] = {"status", "generation", "totalImages", NULL};
     struct fstore *st = state;
-    char bname[NAME_CAP];
-    struct complete_args a = {st, bname, batch_id, generation, now, false, BATCH_CREATING};
-    bool maybe = false;
+    char bname[NAME_CAP], status[32], update_time[64];
+    struct batch_counts n;
+    json_t *doc = NULL, *f, *w, *writes;
+    const json_t *fields;
+    enum batch_status to;
+    int64_t total = 0, gen = 0;
+    double processed = 0;
     enum status s;
 
     *won = false;
     if ((s = check_id(batch_id, BATCH_ID_MAX, "batch id", err)) ||
         (s = batch_name(st, batch_id, bname, err)))
         return s;
-    if ((s = complete_precheck(st, bname, batch_id, generation, &maybe, final_status, err)))
+    s = firestore_get(st->fs, bname, mask, &doc, err);
+    if (s == ST_NOT_FOUND)
+        return error_set(err, ST_NOT_FOUND, NULL, "batch %s not found", batch_id);
+    if (s)
         return s;
-    if (!maybe)
+    fields = firestore_doc_fields(doc);
+    if (!d_str(fields, "status", status, sizeof(status)) ||
+        !batch_status_parse(status, final_status) || !d_int(fields, "generation", &gen) ||
+        !d_int(fields, "totalImages", &total) || !firestore_doc_update_time(doc) ||
+        !str_copy(update_time, sizeof(update_time), firestore_doc_update_time(doc))) {
+        json_decref(doc);
+        return corrupt(err, "batch", batch_id, "status");
+    }
+    json_decref(doc);
+    if (*final_status != BATCH_PROCESSING || gen != generation)
         return ST_OK;
-    s = firestore_run_transaction(st->fs, try_complete_fn, &a, err);
-    if (s != ST_OK)
+    /* Every item's end asks: one aggregation read answers "not yet" for all but the last. */
+    if ((s = processed_sum(st, bname, batch_id, &processed, err)))
         return s;
-    *won = a.won;
-    *final_status = a.final_status;
+    if (processed < (double)total)
+        return ST_OK;
+    if ((s = fs_get_counts(state, batch_id, &n, err)))
+        return s;
+    if (n.processed < total)
+        return ST_OK;
+    to = n.failure == 0 && n.cancelled == 0 ? BATCH_COMPLETED : BATCH_COMPLETED_WITH_FAILURES;
+    f = json_object();
+    set(f, "status", v_str(batch_status_name(to)));
+    set(f, "updatedAt", firestore_value_timestamp(now));
+    set(f, "completedAt", firestore_value_timestamp(now));
+    w = firestore_write_update(bname, f);
+    firestore_write_update_time(w, update_time);
+    writes = json_array();
+    json_array_append_new(writes, w);
+    s = firestore_commit(st->fs, writes, NULL, NULL, err);
+    json_decref(writes);
+    if (s == ST_FAILED_PRECONDITION) {
+        /* Someone changed the batch first: whoever it was, it was not us. */
+        struct batch b;
+
+        batch_init(&b);
+        if (fs_get_batch(state, batch_id, &b, err) == ST_OK)
+            *final_status = b.status;
+        batch_release(&b);
+        return ST_OK;
+    }
+    if (s)
+        return s;
+    *won = true;
+    *final_status = to;
     return ST_OK;
 }
 

@@ -16,6 +16,7 @@
 
 #include <sqlite3.h>
 
+#include "core/id.h"
 #include "core/json.h"
 #include "core/timeutil.h"
 #include "core/util.h"
@@ -141,11 +142,99 @@ static void build_env(struct stack *s)
     ADD("SHUTDOWN_GRACE_MS=5000");
     ADD("ITEM_LEASE_S=20");
     ADD("PROVIDER_TIMEOUT_MS=10000");
+    if (s->opts.gcp) {
+        ADD("BACKEND=gcp");
+        ADD("BLOB=fs");
+        ADD("GOOGLE_CLOUD_PROJECT=%s", s->project);
+        ADD("FIRESTORE_EMULATOR_HOST=127.0.0.1:%d", s->proxy_port);
+        ADD("CLOUD_TASKS_BASE_URL=%s", s->tasks_url);
+        ADD("OIDC_SERVICE_ACCOUNT=tasks@%s.iam.gserviceaccount.com", s->project);
+        ADD("OIDC_JWKS_URL=%s/oauth2/v3/certs", s->tasks_url);
+        ADD("METADATA_BASE_URL=http://127.0.0.1:%d/computeMetadata/v1", s->metadata_port);
+    }
 #undef ADD
     env_common[n] = NULL;
 }
 
-static char port_env[3][32];
+static char port_env[6][32];
+static char fake_env[8][512];
+
+bool stack_gcp_available(void)
+{
+    const char *host = getenv("FIRESTORE_EMULATOR_HOST");
+
+    return host && *host;
+}
+
+/* A fake is up once it answers anything over HTTP. */
+static void wait_answering(struct stack *s, struct proc *p, const char *url)
+{
+    int64_t deadline = time_mono_ms() + 20000;
+
+    while (time_mono_ms() < deadline) {
+        long status = 0;
+        int wstatus;
+
+        json_decref(http_json_call(s, "GET", url, NULL, NULL, &status));
+        if (status != 0)
+            return;
+        if (waitpid(p->pid, &wstatus, WNOHANG) == p->pid) {
+            p->pid = 0;
+            need(false, "%s exited during start-up, see %s", p->name, p->log_path);
+        }
+        time_sleep_ms(50);
+    }
+    need(false, "%s did not answer, see %s", p->name, p->log_path);
+}
+
+static void start_fakes(struct stack *s)
+{
+    const char *extra[16];
+    char url[128];
+    int i;
+
+    need(stack_gcp_available(), "gcp mode needs FIRESTORE_EMULATOR_HOST");
+    s->proxy_port = free_port();
+    s->tasks_port = free_port();
+    s->metadata_port = free_port();
+    snprintf(s->proxy_url, sizeof(s->proxy_url), "http://127.0.0.1:%d", s->proxy_port);
+    snprintf(s->tasks_url, sizeof(s->tasks_url), "http://127.0.0.1:%d", s->tasks_port);
+    snprintf(port_env[3], sizeof(port_env[3]), "PORT=%d", s->proxy_port);
+    snprintf(port_env[4], sizeof(port_env[4]), "PORT=%d", s->tasks_port);
+    snprintf(port_env[5], sizeof(port_env[5]), "PORT=%d", s->metadata_port);
+    snprintf(fake_env[0], sizeof(fake_env[0]), "FIRESTORE_TARGET=%s",
+             getenv("FIRESTORE_EMULATOR_HOST"));
+    snprintf(fake_env[1], sizeof(fake_env[1]), "FAKE_QUEUE_CONFIG=%s/queue.json", s->dir);
+    snprintf(fake_env[2], sizeof(fake_env[2]), "FAKE_PROJECT=%s", s->project);
+
+    extra[0] = port_env[3];
+    extra[1] = fake_env[0];
+    i = 2;
+    for (const char *const *e = s->opts.proxy_env; e && *e && i < 15; e++)
+        extra[i++] = *e;
+    extra[i] = NULL;
+    spawn(&s->proxy, "firestore-proxy", FS_PROXY_BIN, s->dir, NULL, extra);
+    snprintf(url, sizeof(url), "%s/proxy/stats", s->proxy_url);
+    wait_answering(s, &s->proxy, url);
+
+    extra[0] = port_env[4];
+    extra[1] = fake_env[1];
+    extra[2] = fake_env[2];
+    i = 3;
+    for (const char *const *e = s->opts.tasks_env; e && *e && i < 15; e++)
+        extra[i++] = *e;
+    extra[i] = NULL;
+    spawn(&s->tasks, "fake-cloudtasks", FAKE_TASKS_BIN, s->dir, NULL, extra);
+    snprintf(url, sizeof(url), "%s/oauth2/v3/certs", s->tasks_url);
+    wait_answering(s, &s->tasks, url);
+
+    extra[0] = port_env[5];
+    extra[1] = fake_env[2];
+    extra[2] = NULL;
+    spawn(&s->metadata, "fake-metadata", FAKE_METADATA_BIN, s->dir, NULL, extra);
+    snprintf(url, sizeof(url), "http://127.0.0.1:%d/fake/stats", s->metadata_port);
+    wait_answering(s, &s->metadata, url);
+}
 
 void stack_start_worker(struct stack *s)
 {
@@ -190,6 +279,11 @@ void stack_start(struct stack *s, const struct stack_opts *opts)
     snprintf(path, sizeof(path), "%s/queue.json", s->dir);
     write_file(path, s->opts.queue_json ? s->opts.queue_json : test_queue);
     s->client = http_client_new(NULL);
+    if (s->opts.gcp) {
+        /* A project of its own: tests share one emulator. */
+        id_random(s->project, sizeof(s->project), "it-", 12);
+        start_fakes(s);
+    }
     build_env(s);
     snprintf(port_env[0], sizeof(port_env[0]), "PORT=%d", s->creator_port);
     snprintf(port_env[1], sizeof(port_env[1]), "PORT=%d", s->worker_port);
@@ -239,12 +333,12 @@ static void dump_log(const struct proc *p)
 
 void stack_stop(struct stack *s)
 {
-    struct proc *procs[] = {&s->creator, &s->worker, &s->sim};
+    struct proc *procs[] = {&s->creator, &s->worker, &s->sim, &s->proxy, &s->tasks, &s->metadata};
     size_t i;
     char cmd[300];
     bool clean = true;
 
-    for (i = 0; i < 3; i++) {
+    for (i = 0; i < sizeof(procs) / sizeof(procs[0]); i++) {
         int w;
 
         if (procs[i]->pid <= 0)

@@ -26,6 +26,14 @@ struct stack_opts {
     const char *const *worker_env;
     const char *const *creator_env;
     bool no_sim; /* do not start the simulator */
+    /*
+     * Google mode: BACKEND=gcp against the Firestore emulator (behind the
+     * fault-injecting proxy), fake Cloud Tasks and a fake metadata server.
+     * Needs FIRESTORE_EMULATOR_HOST in the environment.
+     */
+    bool gcp;
+    const char *const *proxy_env; /* PROXY_* settings of the Firestore proxy */
+    const char *const *tasks_env; /* FAKE_* settings of fake Cloud Tasks */
 };
 
 struct stack {
@@ -33,6 +41,9 @@ struct stack {
     int creator_port, worker_port, sim_port;
     char creator_url[64], worker_url[96], sim_url[64];
     struct proc creator, worker, sim;
+    struct proc proxy, tasks, metadata; /* gcp mode */
+    int proxy_port, tasks_port, metadata_port;
+    char proxy_url[64], tasks_url[64], project[64];
     struct http_client *client;
     struct stack_opts opts;
 };
@@ -48,6 +59,9 @@ void stack_start(struct stack *s, const struct stack_opts *opts);
 
 /* SIGTERM everything, wait, check exit codes are 0 (for the services), remove the directory. */
 void stack_stop(struct stack *s);
+
+/* True when Google mode can run here (the emulator is reachable). */
+bool stack_gcp_available(void);
 
 /* Starts one service process ("creator" or "worker") of the stack again. */
 void stack_start_worker(struct stack *s);

@@ -70,6 +70,26 @@ START_TEST(durations)
 }
 END_TEST
 
+START_TEST(durations_format)
+{
+    static const struct {
+        double s;
+        const char *text;
+    } cases[] = {{600, "600s"}, {15, "15s"},         {1800, "1800s"}, {15.5, "15.5s"},
+                 {0.1, "0.1s"}, {15.125, "15.125s"}, {0, "0s"}};
+    char out[32];
+    double back;
+    size_t i;
+
+    for (i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+        duration_format(cases[i].s, out, sizeof(out));
+        ck_assert_str_eq(out, cases[i].text);
+        ck_assert(duration_parse(out, &back));
+        ck_assert_double_eq_tol(back, cases[i].s, 1e-9);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("queue_config");
@@ -79,6 +99,7 @@ static Suite *suite(void)
     tcase_add_test(tc, defaults_fill_gaps);
     tcase_add_loop_test(tc, rejects, 0, sizeof(bad) / sizeof(bad[0]));
     tcase_add_test(tc, durations);
+    tcase_add_test(tc, durations_format);
     suite_add_tcase(s, tc);
     return s;
 }
