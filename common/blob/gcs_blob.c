@@ -16,17 +16,6 @@
 #include "core/timeutil.h"
 #include "core/util.h"
 
-/*
- * The token port (gcp/auth.c) is written on another branch. Until it is
- * merged these references are weak, so that builds without it link;
- * blob_gcs_open() refuses a non-NULL auth when they are missing. Whoever
- * passes an auth called gcp_auth_new(), which pulls auth.c in whole.
- */
-#pragma weak gcp_auth_header
-#pragma weak gcp_auth_invalidate
-#pragma weak gcp_auth_email
-#pragma weak gcp_auth_sign
-
 #define V4_ALGORITHM     "GOOG4-RSA-SHA256"
 #define V4_PIECE_MAX     (16 * 1024) /* bound on each piece of a signature */
 #define V4_EXTRA_MAX     16          /* extra query parameters */
@@ -748,11 +737,6 @@ struct blob *blob_gcs_open(const struct gcs_options *o, struct error *err)
     if (o->sign &&
         (!o->signer_email || !*o->signer_email || strlen(o->signer_email) >= GCS_EMAIL_MAX)) {
         error_set(err, ST_INVALID, NULL, "cannot open gcs blob: a signer needs its email");
-        return NULL;
-    }
-    if (o->auth &&
-        (!gcp_auth_header || !gcp_auth_invalidate || !gcp_auth_email || !gcp_auth_sign)) {
-        error_set(err, ST_INVALID, NULL, "cannot open gcs blob: no token source in this build");
         return NULL;
     }
     g = xcalloc(1, sizeof(*g));

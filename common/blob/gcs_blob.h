@@ -84,8 +84,8 @@ struct gcs_options {
  * Opens the adapter (no request is made). Returns a new blob (name "gcs"),
  * closed with blob_close(), or NULL with err (ST_INVALID) when an option is
  * missing or out of range: no bucket or client, a bad bucket name, a
- * lifetime over 7 days, a base that is not http(s)://host[:port], sign
- * without signer_email, or auth given in a build without gcp/auth.c.
+ * lifetime over 7 days, a base that is not http(s)://host[:port], or sign
+ * without signer_email.
  */
 struct blob *blob_gcs_open(const struct gcs_options *o, struct error *err);
 

@@ -23,6 +23,9 @@
  * ExpiredToken, 403 SignatureDoesNotMatch (with StringToSign and
  * CanonicalRequest) / AccessDenied, 404 NoSuchKey / NoSuchBucket.
  *
+ * FAKE_GCS_TOKEN makes the JSON API require "Authorization: Bearer <token>"
+ * with a token starting with its value (401 authError otherwise).
+ *
  * Faults: FAKE_GCS_ERROR_RATE answers that fraction of JSON API calls 503
  * backendError; POST /fake/control {"errorRate", "failNext", "failStatus",
  * "failAfterStore", "latencyMs", "reset"} changes them at run time (failNext:
@@ -42,6 +45,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <sys/prctl.h>
 #include <unistd.h>
 
 #include <jansson.h>
@@ -95,7 +99,7 @@ static const struct config_var fake_table[] = {
     {"FAKE_GCS_BUCKETS", CFG_STRING, NULL, 0, 0, NULL, "comma-separated buckets that exist (others get 404); unset: every bucket exists", F(buckets), 0, 1},
     {"FAKE_GCS_SIGNER_PEM", CFG_STRING, NULL, 0, 0, NULL, "PEM public key or certificate that verifies V4 signed URLs; unset: signed URLs get 403", F(signer_pem), 0, 1},
     {"FAKE_GCS_SIGNER_EMAIL", CFG_STRING, NULL, 0, 0, NULL, "when set, signed URLs must name this service account in X-Goog-Credential", F(signer_email), 0, 1},
-    {"FAKE_GCS_TOKEN", CFG_STRING, NULL, 0, 0, NULL, "when set, JSON API calls need Authorization: Bearer <token> (401 otherwise)", F(token), CFG_SECRET, 1},
+    {"FAKE_GCS_TOKEN", CFG_STRING, NULL, 0, 0, NULL, "when set, JSON API calls need Authorization: Bearer <a token starting with this> (401 otherwise)", F(token), CFG_SECRET, 1},
     {"FAKE_GCS_ERROR_RATE", CFG_DOUBLE, "0", 0, 1, NULL, "fraction of JSON API calls answered 503 backendError", F(error_rate), 0, 1},
     {"FAKE_GCS_SEED", CFG_INT, "1", 0, 9007199254740991.0, NULL, "seed of the fault injection", F(seed), 0, 1},
     {"FAKE_GCS_MAX_OBJECT_BYTES", CFG_INT, "67108864", 1024, 1073741824, NULL, "largest upload accepted (413 beyond)", F(max_object_bytes), 0, 1},
@@ -610,14 +614,22 @@ static enum fault fault_pick(struct fake *f, int *status)
 static void fault_answer(struct fake *f, struct http_response *resp, int status)
 {
     STAT_INC(f, injected_errors);
+    if (status == 401) {
+        json_error(resp, 401, "authError", "Authorization", "Invalid Credentials");
+        http_response_header(resp, "WWW-Authenticate",
+                             "Bearer realm=\"https://accounts.google.com/\"");
+        return;
+    }
     if (status == 429)
         json_error(resp, 429, "rateLimitExceeded", NULL,
                    "The project exceeded the rate limit for CloudStorage and for this operation.");
     else if (status == 500)
         json_error(resp, 500, "internalError", NULL, "Internal Error");
-    else
+    else if (status >= 500)
         json_error(resp, status, "backendError", NULL,
                    "We encountered an internal error. Please try again.");
+    else
+        json_error(resp, status, "invalid", NULL, "Injected error %d.", status);
     if (status == 429 || status == 503)
         http_response_header(resp, "Retry-After", "0");
 }
@@ -629,7 +641,7 @@ static bool authorized(struct fake *f, struct http_request *req, struct http_res
 
     if (!f->cfg->token)
         return true;
-    if (h && str_starts_with(h, "Bearer ") && strcmp(h + 7, f->cfg->token) == 0)
+    if (h && str_starts_with(h, "Bearer ") && str_starts_with(h + 7, f->cfg->token))
         return true;
     STAT_INC(f, unauthenticated);
     json_error(resp, 401, "required", "Authorization",
@@ -1280,7 +1292,7 @@ static void handle_control_set(struct http_request *req, struct http_response *r
     pthread_mutex_unlock(&f->lock);
     if (json_get_double(body, "errorRate", JSON_OPTIONAL, 0, 1, &nf.error_rate, &err) != ST_OK ||
         json_get_int(body, "failNext", JSON_OPTIONAL, 0, 1000000, &nf.fail_next, &err) != ST_OK ||
-        json_get_int(body, "failStatus", JSON_OPTIONAL, 429, 599, &nf.fail_status, &err) != ST_OK ||
+        json_get_int(body, "failStatus", JSON_OPTIONAL, 400, 599, &nf.fail_status, &err) != ST_OK ||
         json_get_bool(body, "failAfterStore", JSON_OPTIONAL, &nf.fail_after_store, &err) != ST_OK ||
         json_get_int(body, "latencyMs", JSON_OPTIONAL, 0, 600000, &nf.latency_ms, &err) != ST_OK ||
         json_get_bool(body, "reset", JSON_OPTIONAL, &reset, &err) != ST_OK) {
@@ -1445,6 +1457,12 @@ int main(int argc, char **argv)
     sigaddset(&stop, SIGINT);
     pthread_sigmask(SIG_BLOCK, &stop, NULL);
     signal(SIGPIPE, SIG_IGN);
+    /* A test that dies must not leave its fake behind. */
+    prctl(PR_SET_PDEATHSIG, SIGTERM);
+    if (getppid() == 1) {
+        code = 0;
+        goto out;
+    }
 
     memset(&opts, 0, sizeof(opts));
     opts.bind_address = cfg.bind_address;

@@ -3,15 +3,10 @@
  * process, FAKE_GCS_BIN): create-only uploads, retries, bounded downloads,
  * and signed URLs the fake verifies with the test key's public half.
  */
-#include <errno.h>
-#include <poll.h>
 #include <pthread.h>
-#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/prctl.h>
-#include <sys/wait.h>
 #include <unistd.h>
 
 #include "blob/gcs_blob.h"
@@ -19,6 +14,8 @@
 #include "core/json.h"
 #include "core/timeutil.h"
 #include "core/util.h"
+#include "fake_proc.h"
+#include "gcp/auth.h"
 #include "http/client.h"
 #include "test_signer.h"
 
@@ -28,117 +25,47 @@
 
 #define BUCKET "test-bucket"
 
-extern char **environ;
-
 static struct test_signer S;
 static struct http_client *C;
-static pid_t fake_pid;
-static char fake_base[64];
-static char pem_path[64];
+static struct fake_proc gcs; /* without tokens */
+static const char *fake_base = gcs.base;
+static char tmp_dir[] = "/tmp/gcs-blob-XXXXXX";
+static char pem_path[128], key_path[128];
 
 /* ---- the fake ----------------------------------------------------------------------- */
 
-/* Reads "PORT=<n>\n" from fd within 20 s. */
-static int read_port(int fd)
+/* Writes the test key's public half for fake-gcs, and its service-account key file. */
+static void write_keys(void)
 {
-    char line[64];
-    size_t n = 0;
-    int64_t deadline = time_mono_ms() + 20000;
-    int64_t port = 0;
-
-    while (n < sizeof(line) - 1 && time_mono_ms() < deadline) {
-        struct pollfd p = {fd, POLLIN, 0};
-        ssize_t r;
-
-        if (poll(&p, 1, 200) <= 0)
-            continue;
-        r = read(fd, line + n, 1);
-        if (r <= 0)
-            break;
-        if (line[n] == '\n')
-            break;
-        n++;
-    }
-    line[n] = '\0';
-    ck_assert_msg(str_starts_with(line, "PORT=") && str_to_i64(line + 5, 1, 65535, &port),
-                  "fake-gcs did not print its port (got \"%s\")", line);
-    return (int)port;
-}
-
-static void fake_start(void)
-{
-    static char pem_env[128];
-    const char *extra[] = {"PORT=0",
-                           "BIND_ADDRESS=127.0.0.1",
-                           "LOG_LEVEL=ERROR",
-                           "FAKE_GCS_BUCKETS=" BUCKET,
-                           "FAKE_GCS_SIGNER_EMAIL=" TEST_SIGNER_EMAIL,
-                           pem_env,
-                           NULL};
-    const char *envp[256];
-    char *const argv[] = {(char *)FAKE_GCS_BIN, NULL};
-    size_t n = 0, i;
-    int fds[2];
+    json_t *key;
     FILE *fp;
 
-    snprintf(pem_path, sizeof(pem_path), "/tmp/gcs-signer-XXXXXX");
-    i = (size_t)mkstemp(pem_path);
-    ck_assert_int_ge((int)i, 0);
-    close((int)i);
+    str_copy(tmp_dir, sizeof(tmp_dir), "/tmp/gcs-blob-XXXXXX"); /* once per test case */
+    ck_assert_ptr_nonnull(mkdtemp(tmp_dir));
+    ck_assert(str_printf(pem_path, sizeof(pem_path), "%s/signer.pem", tmp_dir));
+    ck_assert(str_printf(key_path, sizeof(key_path), "%s/sa.json", tmp_dir));
     fp = fopen(pem_path, "w");
     ck_assert_ptr_nonnull(fp);
     fputs(S.public_pem, fp);
     fclose(fp);
-    snprintf(pem_env, sizeof(pem_env), "FAKE_GCS_SIGNER_PEM=%s", pem_path);
-
-    for (i = 0; environ[i] && n < ARRAY_SIZE(envp) - ARRAY_SIZE(extra); i++) {
-        size_t k, name_len = strcspn(environ[i], "=");
-        bool ours = false;
-
-        for (k = 0; extra[k]; k++)
-            ours =
-                ours || (strncmp(environ[i], extra[k], name_len) == 0 && extra[k][name_len] == '=');
-        if (!ours)
-            envp[n++] = environ[i];
-    }
-    for (i = 0; extra[i]; i++)
-        envp[n++] = extra[i];
-    envp[n] = NULL;
-
-    ck_assert_int_eq(pipe(fds), 0);
-    fake_pid = fork();
-    ck_assert_int_ge(fake_pid, 0);
-    if (fake_pid == 0) {
-        prctl(PR_SET_PDEATHSIG, SIGTERM); /* never outlive the test */
-        dup2(fds[1], STDOUT_FILENO);
-        close(fds[0]);
-        close(fds[1]);
-        execve(FAKE_GCS_BIN, argv, (char *const *)envp);
-        _exit(127);
-    }
-    close(fds[1]);
-    snprintf(fake_base, sizeof(fake_base), "http://127.0.0.1:%d", read_port(fds[0]));
-    close(fds[0]);
+    /* token_uri is set per test: fake-metadata's port is not known yet. */
+    key = json_pack("{s:s, s:s, s:s, s:s, s:s}", "type", "service_account", "client_email",
+                    TEST_SIGNER_EMAIL, "private_key", S.private_pem, "private_key_id", "k1",
+                    "token_uri", "http://127.0.0.1:1/token");
+    ck_assert_int_eq(json_dump_file(key, key_path, 0), 0);
+    json_decref(key);
 }
 
-/* SIGTERM: the fake must exit 0 (under ASan: without leaks). */
-static void fake_stop(void)
+static void start_gcs(struct fake_proc *p, const char *token)
 {
-    int64_t deadline = time_mono_ms() + 20000;
-    int wstatus = 0;
-    pid_t got = 0;
+    char pem_env[160], token_env[64];
+    const char *env[] = {
+        "LOG_LEVEL=ERROR", "FAKE_GCS_BUCKETS=" BUCKET, "FAKE_GCS_SIGNER_EMAIL=" TEST_SIGNER_EMAIL,
+        pem_env,           token ? token_env : NULL,   NULL};
 
-    kill(fake_pid, SIGTERM);
-    while (time_mono_ms() < deadline && (got = waitpid(fake_pid, &wstatus, WNOHANG)) == 0)
-        time_sleep_ms(20);
-    if (got == 0) {
-        kill(fake_pid, SIGKILL);
-        waitpid(fake_pid, &wstatus, 0);
-    }
-    unlink(pem_path);
-    ck_assert_msg(got == fake_pid, "fake-gcs did not stop on SIGTERM");
-    ck_assert_msg(WIFEXITED(wstatus) && WEXITSTATUS(wstatus) == 0, "fake-gcs exited with %d",
-                  wstatus);
+    ck_assert(str_printf(pem_env, sizeof(pem_env), "FAKE_GCS_SIGNER_PEM=%s", pem_path));
+    ck_assert(str_printf(token_env, sizeof(token_env), "FAKE_GCS_TOKEN=%s", token ? token : ""));
+    ck_assert_msg(fake_proc_start(p, FAKE_GCS_BIN, env), "fake-gcs did not start");
 }
 
 /* A JSON call to the fake's control endpoints; returns the answer (json_decref). */
@@ -187,14 +114,21 @@ static void setup_once(void)
     test_signer_init(&S);
     C = http_client_new(
         &(struct http_client_options){.retry_base_ms = 5, .retry_cap_ms = 20, .timeout_ms = 10000});
-    fake_start();
+    write_keys();
+    start_gcs(&gcs, NULL);
 }
 
 static void teardown_once(void)
 {
-    fake_stop();
+    char cmd[160];
+
+    /* SIGTERM: the fake must exit 0 (under ASan: without leaks). */
+    ck_assert_msg(fake_proc_stop(&gcs), "fake-gcs did not exit cleanly");
+    fake_proc_stop_all();
     http_client_free(C);
     test_signer_release(&S);
+    ck_assert(str_printf(cmd, sizeof(cmd), "rm -rf %s", tmp_dir));
+    ck_assert_int_eq(system(cmd), 0);
 }
 
 static void setup(void)
@@ -672,6 +606,154 @@ START_TEST(signed_url_cached)
 }
 END_TEST
 
+/* ---- with gcp/auth.c: tokens, a 401, signing by key file and by signBlob ------------------- */
+
+static struct fake_proc gcs_tok; /* needs Authorization: Bearer ya29.fake-... */
+static struct fake_proc meta;
+
+static void setup_auth(void)
+{
+    char key_env[160];
+    const char *env[] = {key_env, "FAKE_EMAIL=" TEST_SIGNER_EMAIL,
+                         "FAKE_TOKEN_AUDIENCE=http://127.0.0.1:1/token", NULL};
+
+    ck_assert(str_printf(key_env, sizeof(key_env), "FAKE_SA_KEY=%s", key_path));
+    ck_assert_msg(fake_proc_start(&meta, FAKE_METADATA_BIN, env), "fake-metadata did not start");
+    start_gcs(&gcs_tok, "ya29.fake-");
+    atomic_store(&S.calls, 0);
+}
+
+static void teardown_auth(void)
+{
+    ck_assert_msg(fake_proc_stop(&gcs_tok), "fake-gcs did not exit cleanly");
+    ck_assert_msg(fake_proc_stop(&meta), "fake-metadata did not exit cleanly");
+}
+
+static struct blob *open_with_auth(struct gcp_auth *auth, const struct fake_proc *p)
+{
+    struct gcs_options o = {0};
+    struct error err;
+    struct blob *b;
+
+    o.bucket = BUCKET;
+    o.api_base = p->base;
+    o.signed_url_base = p->base;
+    o.client = C;
+    o.auth = auth;
+    o.max_attempts = 3;
+    o.url_lifetime_s = 900;
+    b = blob_gcs_open(&o, &err);
+    ck_assert_msg(b != NULL, "%s", err.message);
+    return b;
+}
+
+START_TEST(key_file_auth)
+{
+    struct gcp_auth_options ao = {0};
+    struct gcp_auth *auth;
+    struct blob *b;
+    struct buf out;
+    char token_url[128], url[4096], ct[64];
+    struct error err;
+    json_t *ctl;
+    long status;
+
+    ck_assert(str_printf(token_url, sizeof(token_url), "%s/token", meta.base));
+    ao.credentials_file = key_path;
+    ao.token_url = token_url;
+    auth = gcp_auth_new(&ao, C, &err);
+    ck_assert_msg(auth != NULL, "%s", err.message);
+    b = open_with_auth(auth, &gcs_tok);
+
+    ck_assert_msg(blob_put(b, "results/a/1.png", "ONE", 3, "image/png", &err) == ST_OK, "%s",
+                  err.message);
+    buf_init(&out, 64);
+    ck_assert_int_eq(blob_get(b, "results/a/1.png", &out, ct, sizeof(ct), &err), ST_OK);
+    ck_assert_str_eq(buf_str(&out), "ONE");
+    ck_assert_int_eq(fake_proc_stat(C, &meta, "tokenGrants"), 1);
+    ck_assert_int_eq(fake_proc_stat(C, &gcs_tok, "unauthenticated"), 0);
+
+    /* A 401: the token is refreshed once and the call goes through. */
+    ctl = json_pack("{s:i, s:i}", "failNext", 1, "failStatus", 401);
+    json_decref(fake_proc_call(C, &gcs_tok, "POST", "/fake/control", ctl, &status));
+    json_decref(ctl);
+    ck_assert_int_eq(status, 200);
+    ck_assert_msg(blob_put(b, "results/a/2.png", "TWO", 3, "image/png", &err) == ST_OK, "%s",
+                  err.message);
+    ck_assert_int_eq(fake_proc_stat(C, &meta, "tokenGrants"), 2);
+    ck_assert_int_eq(fake_proc_stat(C, &gcs_tok, "injectedErrors"), 1);
+
+    /* Signed with the key file's key, as the key file's account, no network. */
+    ck_assert_msg(blob_url(b, "results/a/1.png", url, sizeof(url), &err) == ST_OK, "%s",
+                  err.message);
+    ck_assert_ptr_nonnull(strstr(url, "X-Goog-Credential=signer%40my-proj"));
+    ck_assert_int_eq(fetch(url, NULL, NULL, 0), 200);
+    ck_assert_int_eq(fake_proc_stat(C, &meta, "signBlobRequests"), 0);
+    buf_release(&out);
+    blob_close(b);
+
+    /* Without a token the fake refuses. */
+    b = open_with_auth(NULL, &gcs_tok);
+    ck_assert_int_eq(blob_put(b, "results/a/3.png", "X", 1, "image/png", &err), ST_UNAUTHENTICATED);
+    blob_close(b);
+    gcp_auth_free(auth);
+}
+END_TEST
+
+/* Cloud Run: tokens from the metadata server, signatures from IAM signBlob (cached). */
+START_TEST(metadata_and_signblob)
+{
+    struct gcp_auth_options ao = {0};
+    struct gcp_auth *auth;
+    struct blob *b;
+    char base[128], iam[128], u1[4096], u2[4096];
+    struct buf body;
+    struct error err;
+
+    ck_assert(str_printf(base, sizeof(base), "%s/computeMetadata/v1", meta.base));
+    ck_assert(str_printf(iam, sizeof(iam), "%s/iam", meta.base));
+    ao.metadata_base = base;
+    ao.iam_base = iam;
+    auth = gcp_auth_new(&ao, C, &err);
+    ck_assert_msg(auth != NULL, "%s", err.message);
+    b = open_with_auth(auth, &gcs_tok);
+    ck_assert_msg(blob_put(b, "results/m/1.png", "META", 4, "image/png", &err) == ST_OK, "%s",
+                  err.message);
+    ck_assert_msg(blob_url(b, "results/m/1.png", u1, sizeof(u1), &err) == ST_OK, "%s", err.message);
+    ck_assert_int_eq(blob_url(b, "results/m/1.png", u2, sizeof(u2), &err), ST_OK);
+    ck_assert_str_eq(u1, u2);
+    ck_assert_int_eq(fake_proc_stat(C, &meta, "signBlobRequests"), 1);
+    ck_assert_int_eq(fake_proc_stat(C, &meta, "emailRequests"), 1);
+    buf_init(&body, 64);
+    ck_assert_int_eq(fetch(u2, &body, NULL, 0), 200);
+    ck_assert_str_eq(buf_str(&body), "META");
+    buf_release(&body);
+    blob_close(b);
+    gcp_auth_free(auth);
+}
+END_TEST
+
+/* Emulator mode: no Authorization header, and nothing to sign with. */
+START_TEST(emulator_mode)
+{
+    struct gcp_auth_options ao = {0};
+    struct gcp_auth *auth;
+    struct blob *b;
+    char url[4096];
+    struct error err;
+
+    ao.none = true;
+    auth = gcp_auth_new(&ao, C, &err);
+    ck_assert_ptr_nonnull(auth);
+    b = open_with_auth(auth, &gcs);
+    ck_assert_int_eq(blob_put(b, "results/e/1.png", "E", 1, "image/png", &err), ST_OK);
+    ck_assert_int_eq(blob_url(b, "results/e/1.png", url, sizeof(url), &err),
+                     ST_FAILED_PRECONDITION);
+    blob_close(b);
+    gcp_auth_free(auth);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("gcs_blob");
@@ -694,6 +776,15 @@ static Suite *suite(void)
     tcase_add_test(tc, expired_url_refused);
     tcase_add_test(tc, wrong_signer_refused);
     tcase_add_test(tc, signed_url_cached);
+    suite_add_tcase(s, tc);
+
+    tc = tcase_create("auth");
+    tcase_add_unchecked_fixture(tc, setup_once, teardown_once);
+    tcase_add_checked_fixture(tc, setup_auth, teardown_auth);
+    tcase_set_timeout(tc, 120);
+    tcase_add_test(tc, key_file_auth);
+    tcase_add_test(tc, metadata_and_signblob);
+    tcase_add_test(tc, emulator_mode);
     suite_add_tcase(s, tc);
     return s;
 }
