@@ -328,7 +328,7 @@ static void count_call(struct gcs_blob *g, const char *op, enum status st)
 static enum status gcs_do(struct gcs_blob *g, struct http_call *call, const char *content_type,
                           struct http_result *res, struct error *err)
 {
-    char token[GCP_TOKEN_MAX], auth_line[GCP_TOKEN_MAX + 32], ct_line[160];
+    char auth_line[GCP_AUTH_LINE_MAX], ct_line[160];
     const char *headers[3];
     enum status st = ST_OK;
     int round;
@@ -341,13 +341,10 @@ static enum status gcs_do(struct gcs_blob *g, struct http_call *call, const char
             headers[n++] = ct_line;
         }
         if (g->auth) {
-            if ((st = gcp_auth_header(g->auth, token, sizeof(token), err)) != ST_OK)
+            if ((st = gcp_auth_header_line(g->auth, auth_line, sizeof(auth_line), err)) != ST_OK)
                 return st;
-            if (token[0]) {
-                if (!str_printf(auth_line, sizeof(auth_line), "Authorization: %s", token))
-                    return error_set(err, ST_INTERNAL, NULL, "access token too long");
+            if (auth_line[0]) /* "" in emulator mode */
                 headers[n++] = auth_line;
-            }
         }
         headers[n] = NULL;
         call->headers = headers;
