@@ -4,8 +4,14 @@
  *
  * Synchronous providers answer submit() with PROVIDER_DONE and the output
  * bytes. Asynchronous providers answer submit() with PROVIDER_STARTED and a
- * job id; poll() then reports PROVIDER_RUNNING until PROVIDER_DONE with an
- * output URL (which the worker downloads, since provider URLs expire).
+ * job id; poll() then reports PROVIDER_RUNNING until PROVIDER_DONE with the
+ * output bytes too: poll() downloads the finished output itself (provider
+ * URLs expire), bounded by out->data's bound and checked for its type.
+ *
+ * For poll(), PROVIDER_TRANSIENT means "this poll failed, poll again later"
+ * (the job may well be fine), unless resubmit is set: then the job itself
+ * ended in a failure that a new submission may not repeat. poll() never
+ * submits anything itself.
  *
  * Every answer is classified (reference providers.md section 4):
  * PROVIDER_TRANSIENT may succeed if retried later (network, 5xx, 429,
@@ -53,14 +59,23 @@ struct provider_output {
     enum provider_outcome outcome;
     struct buf data;         /* DONE (sync): output bytes */
     char content_type[64];   /* DONE: "image/png", "video/mp4" */
-    char output_url[2048];   /* DONE (async): where to download the output */
+    char output_url[2048];   /* DONE (async): where the output was downloaded from, without its
+                                query (signed URLs carry secrets); for logs */
     char job_id[128];        /* STARTED */
     double progress;         /* RUNNING: 0..1 when known */
     char error_code[48];     /* TRANSIENT/PERMANENT: stable code, e.g. "provider_blocked" */
     char error_message[256]; /* lowercase, names the provider and the reason */
     int retry_after_s;       /* TRANSIENT: the provider asked us to wait */
-    bool resubmit;           /* poll: the job ended in a failure a new submission may fix */
-    bool pause_batch;        /* PERMANENT: out of credits */
+    /*
+     * poll() only, with TRANSIENT: the job itself ended in a failure on the
+     * provider's side (Runway FAILED with INTERNAL..., PixVerse status 8) that
+     * a NEW submission may not repeat. Polling it again is pointless: the
+     * caller submits the item again and caps how often (providers.md section
+     * 4: once or twice). A TRANSIENT without it means "this poll failed, poll
+     * again later". Never set by submit().
+     */
+    bool resubmit;
+    bool pause_batch; /* PERMANENT: out of credits */
 };
 
 /* Initialises out with a data bound of max_bytes; release frees data. */

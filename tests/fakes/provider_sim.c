@@ -1,7 +1,8 @@
 /*
  * provider_sim.c - provider-sim, a local stand-in for Google's Gemini image
  * API (providers.md 1.3-1.7 and 1.10), for tests and for the local demo
- * when no GEMINI_API_KEY is set.
+ * when no GEMINI_API_KEY is set; and for Runway's and PixVerse's
+ * image-to-video APIs (sim_video.h: asynchronous jobs, MP4 outputs).
  *
  * POST /v1beta/models/{model}:generateContent checks the key and the request
  * as the real API does (Google's error envelopes, both proto-JSON
@@ -13,6 +14,17 @@
  * settable at run time through /control. GET /stats counts calls per input
  * image, so tests can tell a retry from a duplicate. GET /demo/{n}.png
  * serves deterministic demo room photos. Run with --help for the settings.
+ *
+ * The video APIs (sim_video.c): Runway's POST /v1/image_to_video, GET and
+ * DELETE /v1/tasks/{id}; PixVerse's POST /openapi/v2/image/upload and
+ * /openapi/v2/video/img/generate, GET /openapi/v2/video/result/{id}; the
+ * finished videos at GET /media/{name}.mp4. Jobs take SIM_JOB_MS. Prompt
+ * keywords: Runway "[moderation]", "[internal]" (the first task of an image
+ * only), "[badoutput]", "[nocredit]", "[daily]"; PixVerse "[moderation]",
+ * "[failed]" (the first video of an image only), "[busy]", "[nobalance]",
+ * "[imagemod]", "[highload]". SIM_FAIL_RATE, SIM_TIMEOUT_RATE and
+ * SIM_LATENCY_MS apply to their submits too; /control takes runwayDown,
+ * pixverseDown and jobMs; /stats has "runway" and "pixverse" sections.
  */
 #include <pthread.h>
 #include <signal.h>
@@ -36,6 +48,7 @@
 #include "http/server.h"
 #include "png.h"
 #include "providers/fetch.h"
+#include "sim_video.h"
 
 #define PROGRAM        "provider-sim"
 #define MODELS_MAX     32
@@ -65,6 +78,11 @@ struct sim_settings {
     int64_t max_body_bytes;
     int64_t shutdown_grace_ms;
     bool fast;
+    int64_t job_ms;
+    int64_t runway_concurrency;
+    int64_t pixverse_concurrency;
+    char *runway_api_key;
+    char *pixverse_api_key;
 };
 
 #define F(field) offsetof(struct sim_settings, field)
@@ -84,6 +102,11 @@ static const struct config_var sim_table[] = {
     {"SIM_MAX_BODY_BYTES", CFG_INT, "67108864", 1024, 268435456, NULL, "largest request body accepted", F(max_body_bytes), 0, 1},
     {"SHUTDOWN_GRACE_MS", CFG_INT, "5000", 0, 60000, NULL, "time in-flight requests get after SIGTERM", F(shutdown_grace_ms), 0, 1},
     {"SIM_FAST", CFG_BOOL, "false", 0, 0, NULL, "benchmarks: serve one cached demo image and one cached staged output, so the fixture's image work does not dominate the measurement", F(fast), 0, 1},
+    {"SIM_JOB_MS", CFG_INT, "3000", 0, 3600000, NULL, "how long a Runway or PixVerse job runs (PENDING for the first 20%)", F(job_ms), 0, 1},
+    {"SIM_RUNWAY_CONCURRENCY", CFG_INT, "5", 1, 1000, NULL, "active Runway tasks before new ones wait THROTTLED", F(runway_concurrency), 0, 1},
+    {"SIM_PIXVERSE_CONCURRENCY", CFG_INT, "3", 1, 1000, NULL, "active PixVerse videos before generate answers ErrCode 500044", F(pixverse_concurrency), 0, 1},
+    {"SIM_RUNWAY_API_KEY", CFG_STRING, NULL, 0, 0, NULL, "the only Runway bearer token accepted (default SIM_API_KEY; unset: any \"key_...\")", F(runway_api_key), CFG_SECRET, 1},
+    {"SIM_PIXVERSE_API_KEY", CFG_STRING, NULL, 0, 0, NULL, "the only PixVerse API-KEY accepted (default SIM_API_KEY; unset: any)", F(pixverse_api_key), CFG_SECRET, 1},
 };
 /* clang-format on */
 
@@ -109,6 +132,7 @@ struct sim {
     int64_t calls, ok, failed;
     json_t *by_image;  /* {"<sha256 16 hex>": calls} */
     json_t *by_status; /* {"200": n, ...} */
+    struct sim_video *video;
 };
 
 /* xorshift64*: deterministic per seed, good enough to pick faults. */
@@ -134,6 +158,20 @@ static struct faults faults_get(struct sim *s)
     f = s->faults;
     pthread_mutex_unlock(&s->lock);
     return f;
+}
+
+/* The video part's view of the faults and the random source (sim_video.h). */
+static struct sim_faults video_faults(void *ud)
+{
+    struct faults f = faults_get(ud);
+    struct sim_faults out = {f.fail_rate, f.timeout_rate, f.latency_ms, f.timeout_ms};
+
+    return out;
+}
+
+static double video_random(void *ud)
+{
+    return sim_random(ud);
 }
 
 /* Sleeps ms in slices; false when the server began draining meanwhile. */
@@ -947,9 +985,12 @@ out:
 static json_t *faults_json(struct sim *s)
 {
     struct faults f = faults_get(s);
+    json_t *j =
+        json_pack("{s:f, s:f, s:I, s:I}", "failRate", f.fail_rate, "timeoutRate", f.timeout_rate,
+                  "latencyMs", (json_int_t)f.latency_ms, "timeoutMs", (json_int_t)f.timeout_ms);
 
-    return json_pack("{s:f, s:f, s:I, s:I}", "failRate", f.fail_rate, "timeoutRate", f.timeout_rate,
-                     "latencyMs", (json_int_t)f.latency_ms, "timeoutMs", (json_int_t)f.timeout_ms);
+    sim_video_control_get(s->video, j);
+    return j;
 }
 
 static void handle_control_get(struct http_request *req, struct http_response *resp, void *ud)
@@ -960,7 +1001,8 @@ static void handle_control_get(struct http_request *req, struct http_response *r
 
 static void handle_control_set(struct http_request *req, struct http_response *resp, void *ud)
 {
-    static const char *const fields[] = {"failRate", "timeoutRate", "latencyMs", "timeoutMs", NULL};
+    static const char *const fields[] = {"failRate",   "timeoutRate",  "latencyMs", "timeoutMs",
+                                         "runwayDown", "pixverseDown", "jobMs",     NULL};
     struct sim *s = ud;
     const json_t *body = http_request_json(req);
     struct faults f = faults_get(s);
@@ -983,7 +1025,8 @@ static void handle_control_set(struct http_request *req, struct http_response *r
     if (json_get_double(body, "failRate", JSON_OPTIONAL, 0, 1, &f.fail_rate, &err) != ST_OK ||
         json_get_double(body, "timeoutRate", JSON_OPTIONAL, 0, 1, &f.timeout_rate, &err) != ST_OK ||
         json_get_int(body, "latencyMs", JSON_OPTIONAL, 0, 600000, &latency, &err) != ST_OK ||
-        json_get_int(body, "timeoutMs", JSON_OPTIONAL, 0, 600000, &timeout, &err) != ST_OK) {
+        json_get_int(body, "timeoutMs", JSON_OPTIONAL, 0, 600000, &timeout, &err) != ST_OK ||
+        sim_video_control_set(s->video, body, &err) != ST_OK) {
         http_respond_error(resp, &err);
         return;
     }
@@ -1013,6 +1056,7 @@ static void handle_stats(struct http_request *req, struct http_response *resp, v
                   "ok", (json_int_t)s->ok, "failed", (json_int_t)s->failed, "byImage",
                   json_deep_copy(s->by_image), "byStatus", json_deep_copy(s->by_status));
     pthread_mutex_unlock(&s->lock);
+    sim_video_stats(s->video, body);
     http_respond_json(resp, 200, body);
 }
 
@@ -1026,6 +1070,7 @@ static void handle_stats_reset(struct http_request *req, struct http_response *r
     json_object_clear(s->by_image);
     json_object_clear(s->by_status);
     pthread_mutex_unlock(&s->lock);
+    sim_video_stats_reset(s->video);
     http_respond_json(resp, 200, json_pack("{s:b}", "reset", 1));
 }
 
@@ -1133,6 +1178,7 @@ static void sim_release(struct sim *s)
         free(s->models[i]);
     json_decref(s->by_image);
     json_decref(s->by_status);
+    sim_video_free(s->video);
     pthread_mutex_destroy(&s->lock);
 }
 
@@ -1153,7 +1199,8 @@ int main(int argc, char **argv)
         if (!help)
             fprintf(stderr, "%s: unknown argument \"%s\"\n", PROGRAM, argv[1]);
         config_print_help(help ? stdout : stderr, PROGRAM,
-                          "simulates Google's Gemini image API for tests and the local demo",
+                          "simulates Google's Gemini image API and Runway's and PixVerse's video "
+                          "APIs for tests and the local demo",
                           sim_table, ARRAY_SIZE(sim_table), 1);
         return help ? 0 : 2;
     }
@@ -1181,6 +1228,18 @@ int main(int argc, char **argv)
     s.rng = (uint64_t)cfg.seed * 0x9E3779B97F4A7C15ULL + 0x2545F4914F6CDD1DULL;
     if (s.rng == 0)
         s.rng = 1;
+    {
+        struct sim_video_config vc = {
+            .job_ms = cfg.job_ms,
+            .runway_concurrency = cfg.runway_concurrency,
+            .pixverse_concurrency = cfg.pixverse_concurrency,
+            .runway_key = cfg.runway_api_key ? cfg.runway_api_key : cfg.api_key,
+            .pixverse_key = cfg.pixverse_api_key ? cfg.pixverse_api_key : cfg.api_key,
+        };
+        struct sim_env env = {&s, video_faults, video_random};
+
+        s.video = sim_video_new(&vc, &env);
+    }
     if (!parse_models(&s, cfg.models)) {
         fprintf(stderr, "%s: invalid SIM_MODELS=\"%s\": give 1 to %d comma-separated model ids\n",
                 PROGRAM, cfg.models, MODELS_MAX);
@@ -1212,6 +1271,7 @@ int main(int argc, char **argv)
     http_server_route(srv, "POST", "/stats/reset", 0, handle_stats_reset, &s);
     http_server_route(srv, "GET", "/demo/{name}", 0, handle_demo, &s);
     http_server_route(srv, "GET", "/healthz", 0, handle_healthz, &s);
+    sim_video_routes(s.video, srv);
     if (http_server_start(srv, &err) != ST_OK)
         goto fail;
     log_write(LOG_NOTICE,
