@@ -4,6 +4,7 @@
 #include <string.h>
 
 #include "blob/fs_blob.h"
+#include "blob/gcs_blob.h"
 #include "gcp/auth.h"
 #include "queue/cloudtasks_queue.h"
 #include "store/firestore_store.h"
@@ -135,8 +136,19 @@ enum status runtime_open(const struct settings *s, struct runtime *rt, struct er
         snprintf(path, sizeof(path), "%s/blobs", s->data_dir);
         snprintf(base, sizeof(base), "%s/files", s->public_url);
         rt->blob = blob_fs_open(path, base, err);
+    } else if (!s->gcs_bucket) {
+        error_set(err, ST_INVALID, "invalid_config", "missing GCS_BUCKET: BLOB=gcs needs a bucket");
     } else {
-        error_set(err, ST_INVALID, "invalid_config", "BLOB=%s is not available yet", blob);
+        struct gcs_options go;
+
+        memset(&go, 0, sizeof(go));
+        go.bucket = s->gcs_bucket;
+        go.api_base = s->storage_base_url;
+        go.signed_url_base = s->signed_url_host;
+        go.url_lifetime_s = s->signed_url_ttl_s;
+        go.auth = rt->auth;
+        go.client = rt->client;
+        rt->blob = blob_gcs_open(&go, err);
     }
     if (!rt->blob)
         goto fail;

@@ -18,6 +18,7 @@
 #include <sqlite3.h>
 
 #include "core/id.h"
+#include "gcp/jwt.h"
 #include "core/json.h"
 #include "core/timeutil.h"
 #include "core/util.h"
@@ -156,7 +157,10 @@ static void build_env(struct stack *s)
     ADD("PROVIDER_TIMEOUT_MS=10000");
     if (s->opts.gcp) {
         ADD("BACKEND=gcp");
-        ADD("BLOB=fs");
+        ADD("GCS_BUCKET=results-%s", s->project);
+        ADD("STORAGE_BASE_URL=%s", s->gcs_url);
+        ADD("SIGNED_URL_HOST=%s", s->gcs_url);
+        ADD("IAM_CREDENTIALS_BASE_URL=http://127.0.0.1:%d/iam", s->metadata_port);
         ADD("GOOGLE_CLOUD_PROJECT=%s", s->project);
         ADD("FIRESTORE_EMULATOR_HOST=127.0.0.1:%d", s->proxy_port);
         ADD("CLOUD_TASKS_BASE_URL=%s", s->tasks_url);
@@ -168,8 +172,41 @@ static void build_env(struct stack *s)
     env_common[n] = NULL;
 }
 
-static char port_env[6][32];
-static char fake_env[8][512];
+static char port_env[7][32];
+static char fake_env[12][512];
+
+/*
+ * The service account of the Google-mode stack: its key signs the result
+ * URLs (through fake-metadata's signBlob, as on Cloud Run), and fake-gcs
+ * verifies them with the public half.
+ */
+static void write_service_account(struct stack *s, char *email, size_t cap)
+{
+    char *pem = NULL, *pub = NULL, path[512];
+    EVP_PKEY *key = NULL;
+    struct error err;
+    json_t *sa;
+    FILE *f;
+
+    need(jwt_rsa_generate(2048, &pem, &err) == ST_OK, "keygen: %s", err.message);
+    need(jwt_key_load_private(pem, &key, &err) == ST_OK, "key: %s", err.message);
+    need(jwt_key_public_pem(key, &pub, &err) == ST_OK, "public key: %s", err.message);
+    snprintf(email, cap, "worker@%s.iam.gserviceaccount.com", s->project);
+    sa = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s}", "type", "service_account", "project_id",
+                   s->project, "private_key_id", "it-key-1", "private_key", pem, "client_email",
+                   email, "token_uri", "https://oauth2.googleapis.com/token");
+    snprintf(path, sizeof(path), "%s/sa.json", s->dir);
+    need(json_dump_file(sa, path, 0) == 0, "cannot write %s", path);
+    snprintf(path, sizeof(path), "%s/sa.pub.pem", s->dir);
+    f = fopen(path, "w");
+    need(f != NULL, "cannot write %s", path);
+    fputs(pub, f);
+    fclose(f);
+    json_decref(sa);
+    EVP_PKEY_free(key);
+    free(pem);
+    free(pub);
+}
 
 bool stack_gcp_available(void)
 {
@@ -202,13 +239,15 @@ static void wait_answering(struct stack *s, struct proc *p, const char *url)
 static void start_fakes(struct stack *s)
 {
     const char *extra[16];
-    char url[128];
+    char url[128], email[256];
     int i;
 
     need(stack_gcp_available(), "gcp mode needs FIRESTORE_EMULATOR_HOST");
     s->proxy_port = free_port();
     s->tasks_port = free_port();
     s->metadata_port = free_port();
+    s->gcs_port = free_port();
+    snprintf(s->gcs_url, sizeof(s->gcs_url), "http://127.0.0.1:%d", s->gcs_port);
     snprintf(s->proxy_url, sizeof(s->proxy_url), "http://127.0.0.1:%d", s->proxy_port);
     snprintf(s->tasks_url, sizeof(s->tasks_url), "http://127.0.0.1:%d", s->tasks_port);
     snprintf(port_env[3], sizeof(port_env[3]), "PORT=%d", s->proxy_port);
@@ -240,12 +279,28 @@ static void start_fakes(struct stack *s)
     snprintf(url, sizeof(url), "%s/oauth2/v3/certs", s->tasks_url);
     wait_answering(s, &s->tasks, url);
 
+    write_service_account(s, email, sizeof(email));
+    snprintf(fake_env[3], sizeof(fake_env[3]), "FAKE_SA_KEY=%s/sa.json", s->dir);
+    snprintf(fake_env[4], sizeof(fake_env[4]), "FAKE_EMAIL=%s", email);
     extra[0] = port_env[5];
     extra[1] = fake_env[2];
-    extra[2] = NULL;
+    extra[2] = fake_env[3];
+    extra[3] = fake_env[4];
+    extra[4] = NULL;
     spawn(&s->metadata, "fake-metadata", FAKE_METADATA_BIN, s->dir, NULL, extra);
     snprintf(url, sizeof(url), "http://127.0.0.1:%d/fake/stats", s->metadata_port);
     wait_answering(s, &s->metadata, url);
+
+    snprintf(port_env[6], sizeof(port_env[6]), "PORT=%d", s->gcs_port);
+    snprintf(fake_env[5], sizeof(fake_env[5]), "FAKE_GCS_SIGNER_PEM=%s/sa.pub.pem", s->dir);
+    snprintf(fake_env[6], sizeof(fake_env[6]), "FAKE_GCS_BUCKETS=results-%s", s->project);
+    extra[0] = port_env[6];
+    extra[1] = fake_env[5];
+    extra[2] = fake_env[6];
+    extra[3] = NULL;
+    spawn(&s->gcs, "fake-gcs", FAKE_GCS_BIN, s->dir, NULL, extra);
+    snprintf(url, sizeof(url), "%s/healthz", s->gcs_url);
+    wait_answering(s, &s->gcs, url);
 }
 
 void stack_start_worker(struct stack *s)
@@ -345,7 +400,8 @@ static void dump_log(const struct proc *p)
 
 void stack_stop(struct stack *s)
 {
-    struct proc *procs[] = {&s->creator, &s->worker, &s->sim, &s->proxy, &s->tasks, &s->metadata};
+    struct proc *procs[] = {&s->creator, &s->worker,   &s->sim, &s->proxy,
+                            &s->tasks,   &s->metadata, &s->gcs};
     size_t i;
     char cmd[300];
     bool clean = true;

@@ -41,9 +41,9 @@ struct stack {
     int creator_port, worker_port, sim_port;
     char creator_url[64], worker_url[96], sim_url[64];
     struct proc creator, worker, sim;
-    struct proc proxy, tasks, metadata; /* gcp mode */
-    int proxy_port, tasks_port, metadata_port;
-    char proxy_url[64], tasks_url[64], project[64];
+    struct proc proxy, tasks, metadata, gcs; /* gcp mode */
+    int proxy_port, tasks_port, metadata_port, gcs_port;
+    char proxy_url[64], tasks_url[64], gcs_url[64], project[64];
     struct http_client *client;
     struct stack_opts opts;
 };
