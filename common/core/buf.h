@@ -33,7 +33,8 @@ void buf_reset(struct buf *b);
 enum status buf_append(struct buf *b, const void *data, size_t n);
 enum status buf_append_str(struct buf *b, const char *s);
 enum status buf_printf(struct buf *b, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
-enum status buf_vprintf(struct buf *b, const char *fmt, va_list ap);
+enum status buf_vprintf(struct buf *b, const char *fmt, va_list ap)
+    __attribute__((format(printf, 2, 0)));
 
 /* Contents as a string: never NULL ("" when empty), borrowed, valid until the next change. */
 const char *buf_str(const struct buf *b);

@@ -183,7 +183,8 @@ bool time_parse_http_date(const char *s, int64_t *out)
     for (m = 0; m < 12; m++)
         if (strcmp(mon, months[m]) == 0)
             break;
-    if (m == 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60 || year < 1970)
+    if (m == 12 || day < 1 || day > 31 || hour > 23 || min > 59 || sec > 60 || year < 1970 ||
+        year > 9999)
         return false;
     memset(&tm, 0, sizeof(tm));
     tm.tm_year = year - 1900;

@@ -64,6 +64,8 @@ START_TEST(http_date)
     ck_assert(!time_parse_http_date("Sun, 06 Nov 1994 08:49:37 PST", &us));
     ck_assert(!time_parse_http_date("yesterday", &us));
     ck_assert(!time_parse_http_date("Sun, 06 Foo 1994 08:49:37 GMT", &us));
+    /* Found by fuzzing: a huge year overflowed the µs conversion. */
+    ck_assert(!time_parse_http_date("Sun, 06 Nov 629246406991777 08:49:37 GMT", &us));
 }
 END_TEST
 
