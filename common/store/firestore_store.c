@@ -12,6 +12,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/util.h"
+#include "store/page_token.h"
 
 #define LIST_LIMIT_MAX      1000
 #define PUT_CHUNK_MAX       500
@@ -504,83 +505,6 @@ static enum status decode_item(const json_t *doc, struct item *it, int *shard, s
     return ST_OK;
 }
 
-/* ---- page tokens ------------------------------------------------------------------ */
-
-/*
- * The SQLite adapter's format: base64url("<kind>1.<tag>.<number>.<id>"),
- * kind 'i' (items, number = index) or 'b' (batches, number = created_at),
- * tag = 8 hex of sha256 of the listing's scope, so a token only continues
- * the listing it came from.
- */
-#define TOKEN_TAG_LEN 8
-
-static void token_tag(const char *scope, const char *filter, char tag[TOKEN_TAG_LEN + 1])
-{
-    char key[USER_ID_MAX + BATCH_ID_MAX + 32], hex[65];
-
-    str_printf(key, sizeof(key), "%s\n%s", scope, filter ? filter : "");
-    sha256_hex(key, strlen(key), hex);
-    memcpy(tag, hex, TOKEN_TAG_LEN);
-    tag[TOKEN_TAG_LEN] = '\0';
-}
-
-static void token_encode(char kind, const char *tag, int64_t number, const char *id,
-                         char out[PAGE_TOKEN_MAX])
-{
-    char raw[TOKEN_TAG_LEN + BATCH_ID_MAX + 40];
-    struct buf b;
-
-    if (!str_printf(raw, sizeof(raw), "%c1.%s.%lld.%s", kind, tag, (long long)number, id))
-        BUG("page token of %s does not fit", id);
-    buf_init(&b, PAGE_TOKEN_MAX - 1);
-    if (base64_encode(&b, raw, strlen(raw), B64_URL) != ST_OK)
-        BUG("page token of %s does not fit", id);
-    str_copy(out, PAGE_TOKEN_MAX, buf_str(&b));
-    buf_release(&b);
-}
-
-static enum status token_decode(const char *token, char kind, const char *tag, int64_t *number,
-                                char *id, size_t id_cap, struct error *err)
-{
-    char raw[PAGE_TOKEN_MAX], num[24];
-    const char *p, *dot;
-    size_t len = strnlen(token, PAGE_TOKEN_MAX);
-    enum status s = ST_INVALID;
-    struct buf b;
-
-    buf_init(&b, PAGE_TOKEN_MAX);
-    if (len == 0 || len >= PAGE_TOKEN_MAX || base64_decode(&b, token, len) != ST_OK ||
-        b.len >= sizeof(raw) || strlen(buf_str(&b)) != b.len)
-        goto out;
-    memcpy(raw, buf_str(&b), b.len + 1);
-    if (raw[0] != kind || raw[1] != '1' || raw[2] != '.' || strlen(raw) < 3 + TOKEN_TAG_LEN + 1 ||
-        raw[3 + TOKEN_TAG_LEN] != '.')
-        goto out;
-    if (memcmp(raw + 3, tag, TOKEN_TAG_LEN) != 0) {
-        s = error_set(err, ST_INVALID, "invalid_page_token",
-                      "page token belongs to another listing");
-        goto done;
-    }
-    p = raw + 3 + TOKEN_TAG_LEN + 1;
-    dot = strchr(p, '.');
-    if (!dot || (size_t)(dot - p) >= sizeof(num))
-        goto out;
-    memcpy(num, p, (size_t)(dot - p));
-    num[dot - p] = '\0';
-    if (!str_to_i64(num, INT64_MIN, INT64_MAX, number))
-        goto out;
-    if (check_str(dot + 1, id_cap, "page token id", NULL) != ST_OK || !firestore_id_valid(dot + 1))
-        goto out;
-    str_copy(id, id_cap, dot + 1);
-    s = ST_OK;
-    goto done;
-out:
-    s = error_set(err, ST_INVALID, "invalid_page_token", "invalid page token");
-done:
-    buf_release(&b);
-    return s;
-}
-
 /* ---- queries ------------------------------------------------------------------------ */
 
 static json_t *field_ref(const char *path)
@@ -1005,7 +929,7 @@ static enum status fs_list_batches(void *state, const char *user_id, int limit,
                                    char next_token[PAGE_TOKEN_MAX], struct error *err)
 {
     struct fstore *st = state;
-    char tag[TOKEN_TAG_LEN + 1], after_id[BATCH_ID_MAX] = "", after_name[NAME_CAP];
+    char tag[PAGE_TOKEN_TAG_LEN + 1], after_id[BATCH_ID_MAX] = "", after_name[NAME_CAP];
     int64_t after_created = 0;
     json_t *q = NULL, *docs = NULL, *doc;
     enum status s;
@@ -1019,10 +943,10 @@ static enum status fs_list_batches(void *state, const char *user_id, int limit,
     if (limit < 1 || limit > LIST_LIMIT_MAX)
         return error_set(err, ST_INVALID, NULL, "limit must be in [1, %d], not %d", LIST_LIMIT_MAX,
                          limit);
-    token_tag(user_id, "batches", tag);
+    page_token_tag(user_id, "batches", tag);
     if (page_token && *page_token &&
-        ((s = token_decode(page_token, 'b', tag, &after_created, after_id, sizeof(after_id),
-                           err)) ||
+        ((s = page_token_decode(page_token, 'b', tag, &after_created, after_id, sizeof(after_id),
+                                err)) ||
          (s = batch_name(st, after_id, after_name, err))))
         return s;
 
@@ -1061,7 +985,7 @@ static enum status fs_list_batches(void *state, const char *user_id, int limit,
     if (json_array_size(docs) > (size_t)limit) {
         struct batch *last = &(*out)[got - 1];
 
-        token_encode('b', tag, last->created_at, last->id, next_token);
+        page_token_encode('b', tag, last->created_at, last->id, next_token);
     }
     json_decref(docs);
     return ST_OK;
@@ -1266,7 +1190,8 @@ static enum status fs_list_items(void *state, const char *batch_id, const struct
 {
     struct fstore *st = state;
     const char *const mask[] = {"shards", NULL};
-    char tag[TOKEN_TAG_LEN + 1], after_id[ITEM_ID_MAX] = "", bname[NAME_CAP], after_name[NAME_CAP];
+    char tag[PAGE_TOKEN_TAG_LEN + 1], after_id[ITEM_ID_MAX] = "", bname[NAME_CAP],
+                                      after_name[NAME_CAP];
     int64_t after_index = 0, offset = 0;
     json_t *where = NULL, *query = NULL, *docs = NULL, *doc = NULL;
     size_t i, got, cap = 0;
@@ -1280,12 +1205,12 @@ static enum status fs_list_items(void *state, const char *batch_id, const struct
                          q->limit);
     if (q->has_status && (size_t)q->status > ITEM_CANCELLED)
         return error_set(err, ST_INVALID, NULL, "invalid item status filter %d", (int)q->status);
-    token_tag(batch_id, q->has_status ? item_status_name(q->status) : "*", tag);
+    page_token_tag(batch_id, q->has_status ? item_status_name(q->status) : "*", tag);
     if ((s = batch_name(st, batch_id, bname, err)))
         return s;
     if (q->page_token && *q->page_token) {
-        if ((s = token_decode(q->page_token, 'i', tag, &after_index, after_id, sizeof(after_id),
-                              err)) ||
+        if ((s = page_token_decode(q->page_token, 'i', tag, &after_index, after_id,
+                                   sizeof(after_id), err)) ||
             (s = item_name(st, batch_id, after_id, after_name, err)))
             return s;
     } else {
@@ -1328,7 +1253,7 @@ static enum status fs_list_items(void *state, const char *batch_id, const struct
     if (json_array_size(docs) > (size_t)q->limit) {
         const struct item *last = &out->items[out->n - 1];
 
-        token_encode('i', tag, last->index, last->id, out->next_token);
+        page_token_encode('i', tag, last->index, last->id, out->next_token);
     }
     json_decref(docs);
     return ST_OK;

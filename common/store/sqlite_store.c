@@ -19,6 +19,7 @@
 #include "core/log.h"
 #include "core/timeutil.h"
 #include "core/util.h"
+#include "store/page_token.h"
 
 #define BUSY_TIMEOUT_MS    10000
 #define TX_ATTEMPTS        4
@@ -699,83 +700,6 @@ fail:
     return s;
 }
 
-/* ---- page tokens ------------------------------------------------------ */
-
-/*
- * A token is base64url("<kind>1.<tag>.<number>.<id>"): kind 'i' (items,
- * number = index) or 'b' (batches, number = created_at), tag = 8 hex of
- * sha256 of the listing's scope, so a token only continues the listing it
- * came from. The id comes last: it may hold any character but NUL.
- */
-#define TOKEN_TAG_LEN 8
-
-static void token_tag(const char *scope, const char *filter, char tag[TOKEN_TAG_LEN + 1])
-{
-    char key[USER_ID_MAX + BATCH_ID_MAX + 32], hex[65];
-
-    snprintf(key, sizeof(key), "%s\n%s", scope, filter ? filter : "");
-    sha256_hex(key, strlen(key), hex);
-    memcpy(tag, hex, TOKEN_TAG_LEN);
-    tag[TOKEN_TAG_LEN] = '\0';
-}
-
-static void token_encode(char kind, const char *tag, int64_t number, const char *id,
-                         char out[PAGE_TOKEN_MAX])
-{
-    char raw[TOKEN_TAG_LEN + BATCH_ID_MAX + 40];
-    struct buf b;
-
-    if (!str_printf(raw, sizeof(raw), "%c1.%s.%lld.%s", kind, tag, (long long)number, id))
-        BUG("page token of %s does not fit", id);
-    buf_init(&b, PAGE_TOKEN_MAX - 1);
-    if (base64_encode(&b, raw, strlen(raw), B64_URL) != ST_OK)
-        BUG("page token of %s does not fit", id);
-    str_copy(out, PAGE_TOKEN_MAX, buf_str(&b));
-    buf_release(&b);
-}
-
-static enum status token_decode(const char *token, char kind, const char *tag, int64_t *number,
-                                char *id, size_t id_cap, struct error *err)
-{
-    char raw[PAGE_TOKEN_MAX], num[24];
-    const char *p, *dot;
-    size_t len = strnlen(token, PAGE_TOKEN_MAX);
-    enum status s = ST_INVALID;
-    struct buf b;
-
-    buf_init(&b, PAGE_TOKEN_MAX);
-    if (len == 0 || len >= PAGE_TOKEN_MAX || base64_decode(&b, token, len) != ST_OK ||
-        b.len >= sizeof(raw) || strlen(buf_str(&b)) != b.len)
-        goto out;
-    memcpy(raw, buf_str(&b), b.len + 1);
-    if (raw[0] != kind || raw[1] != '1' || raw[2] != '.' || strlen(raw) < 3 + TOKEN_TAG_LEN + 1 ||
-        raw[3 + TOKEN_TAG_LEN] != '.')
-        goto out;
-    if (memcmp(raw + 3, tag, TOKEN_TAG_LEN) != 0) {
-        s = error_set(err, ST_INVALID, "invalid_page_token",
-                      "page token belongs to another listing");
-        goto done;
-    }
-    p = raw + 3 + TOKEN_TAG_LEN + 1;
-    dot = strchr(p, '.');
-    if (!dot || (size_t)(dot - p) >= sizeof(num))
-        goto out;
-    memcpy(num, p, (size_t)(dot - p));
-    num[dot - p] = '\0';
-    if (!str_to_i64(num, INT64_MIN, INT64_MAX, number))
-        goto out;
-    if (check_str(dot + 1, id_cap, "page token id", NULL) != ST_OK)
-        goto out;
-    str_copy(id, id_cap, dot + 1);
-    s = ST_OK;
-    goto done;
-out:
-    s = error_set(err, ST_INVALID, "invalid_page_token", "invalid page token");
-done:
-    buf_release(&b);
-    return s;
-}
-
 /* ---- shared steps ----------------------------------------------------- */
 
 struct batch_head {
@@ -1214,7 +1138,7 @@ static enum status list_batches_tx(struct conn *c, void *arg, struct error *err)
         if (*a->n == (size_t)a->limit) {
             struct batch *last = &(*a->out)[*a->n - 1];
 
-            token_encode('b', a->tag, last->created_at, last->id, a->next_token);
+            page_token_encode('b', a->tag, last->created_at, last->id, a->next_token);
             return ST_OK;
         }
         if (*a->n == cap) {
@@ -1232,7 +1156,7 @@ static enum status sqlite_list_batches(void *state, const char *user_id, int lim
                                        const char *page_token, struct batch **out, size_t *n,
                                        char next_token[PAGE_TOKEN_MAX], struct error *err)
 {
-    char tag[TOKEN_TAG_LEN + 1], after_id[BATCH_ID_MAX] = "";
+    char tag[PAGE_TOKEN_TAG_LEN + 1], after_id[BATCH_ID_MAX] = "";
     struct list_batches_args a = {user_id, limit, INT64_MAX, after_id, tag, out, n, next_token};
     enum status s;
 
@@ -1244,9 +1168,10 @@ static enum status sqlite_list_batches(void *state, const char *user_id, int lim
     if (limit < 1 || limit > LIST_LIMIT_MAX)
         return error_set(err, ST_INVALID, NULL, "limit must be in [1, %d], not %d", LIST_LIMIT_MAX,
                          limit);
-    token_tag(user_id, "batches", tag);
+    page_token_tag(user_id, "batches", tag);
     if (page_token && *page_token &&
-        (s = token_decode(page_token, 'b', tag, &a.after_created, after_id, sizeof(after_id), err)))
+        (s = page_token_decode(page_token, 'b', tag, &a.after_created, after_id, sizeof(after_id),
+                               err)))
         return s;
     s = run_tx(state, "list batches", false, list_batches_tx, &a, err);
     if (s != ST_OK) {
@@ -1395,7 +1320,7 @@ static enum status list_items_tx(struct conn *c, void *arg, struct error *err)
     if (more) {
         const struct item *last = &a->out->items[a->out->n - 1];
 
-        token_encode('i', a->tag, last->index, last->id, a->out->next_token);
+        page_token_encode('i', a->tag, last->index, last->id, a->out->next_token);
     }
     return ST_OK;
 }
@@ -1403,7 +1328,7 @@ static enum status list_items_tx(struct conn *c, void *arg, struct error *err)
 static enum status sqlite_list_items(void *state, const char *batch_id, const struct item_query *q,
                                      struct item_page *out, struct error *err)
 {
-    char tag[TOKEN_TAG_LEN + 1], after_id[ITEM_ID_MAX] = "";
+    char tag[PAGE_TOKEN_TAG_LEN + 1], after_id[ITEM_ID_MAX] = "";
     struct list_items_args a = {batch_id, q, INT64_MIN, after_id, 0, tag, out};
     enum status s;
 
@@ -1415,10 +1340,10 @@ static enum status sqlite_list_items(void *state, const char *batch_id, const st
                          q->limit);
     if (q->has_status && (size_t)q->status > ITEM_CANCELLED)
         return error_set(err, ST_INVALID, NULL, "invalid item status filter %d", (int)q->status);
-    token_tag(batch_id, q->has_status ? item_status_name(q->status) : "*", tag);
+    page_token_tag(batch_id, q->has_status ? item_status_name(q->status) : "*", tag);
     if (q->page_token && *q->page_token) {
-        if ((s = token_decode(q->page_token, 'i', tag, &a.after_index, after_id, sizeof(after_id),
-                              err)))
+        if ((s = page_token_decode(q->page_token, 'i', tag, &a.after_index, after_id,
+                                   sizeof(after_id), err)))
             return s;
     } else {
         if (q->offset < 0)
