@@ -171,6 +171,148 @@ static void batch_cancel_route(struct http_request *req, struct http_response *r
     json_decref(body);
 }
 
+/*
+ * GET /api/batch/status/{batchId}/events: Server-Sent Events. A "progress"
+ * event whenever the counts or the status change (checked every second), a
+ * keep-alive comment every 15 s, and the stream ends after the event of a
+ * terminal status (or when the server drains).
+ */
+struct events {
+    struct creator *c;
+    struct http_server *srv;
+    char batch_id[BATCH_ID_MAX];
+    char last[512];
+    int64_t last_sent_ms;
+    bool first;
+};
+
+static bool events_next(void *ud, struct buf *out)
+{
+    struct events *e = ud;
+    int64_t start = time_mono_ms();
+
+    for (;;) {
+        struct batch b;
+        struct batch_counts n;
+        struct error err;
+        char line[512];
+        bool terminal;
+
+        if (http_server_draining(e->srv))
+            return false;
+        batch_init(&b);
+        if (store_get_batch(e->c->rt.store, e->batch_id, &b, &err) != ST_OK ||
+            store_get_counts(e->c->rt.store, e->batch_id, &n, &err) != ST_OK) {
+            batch_release(&b);
+            buf_printf(out, "event: error\ndata: {\"code\":\"%s\"}\n\n", error_code(&err));
+            return false;
+        }
+        terminal = batch_status_is_terminal(b.status);
+        snprintf(line, sizeof(line),
+                 "{\"batchId\":\"%s\",\"status\":\"%s\",\"progress\":%lld,"
+                 "\"totalImages\":%lld,\"processedImages\":%lld,\"successCount\":%lld,"
+                 "\"failureCount\":%lld,\"cancelledCount\":%lld}",
+                 b.id, batch_status_name(b.status),
+                 (long long)(b.total > 0 ? n.processed * 100 / b.total : 0), (long long)b.total,
+                 (long long)n.processed, (long long)n.success, (long long)n.failure,
+                 (long long)n.cancelled);
+        batch_release(&b);
+        if (e->first || strcmp(line, e->last) != 0) {
+            e->first = false;
+            str_copy(e->last, sizeof(e->last), line);
+            buf_printf(out, "event: progress\ndata: %s\n\n", line);
+            e->last_sent_ms = time_mono_ms();
+            return !terminal;
+        }
+        if (time_mono_ms() - e->last_sent_ms >= 15000) {
+            buf_append_str(out, ": keep-alive\n\n");
+            e->last_sent_ms = time_mono_ms();
+            return true;
+        }
+        /* Return now and then even when idle, so a closed client is noticed. */
+        if (time_mono_ms() - start >= 5000)
+            return true;
+        time_sleep_ms(1000);
+    }
+}
+
+static void batch_events(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct creator *c = ud;
+    struct events *e;
+    struct batch b;
+    struct error err;
+    const char *id = http_request_param(req, "batchId");
+
+    batch_init(&b);
+    if (store_get_batch(c->rt.store, id, &b, &err) != ST_OK) {
+        if (err.status == ST_NOT_FOUND)
+            lang_error(&err, request_lang(req), ST_NOT_FOUND, "batch_not_found");
+        respond_error(resp, &err);
+        return;
+    }
+    batch_release(&b);
+    e = xcalloc(1, sizeof(*e));
+    e->c = c;
+    e->srv = http_request_server(req);
+    e->first = true;
+    str_copy(e->batch_id, sizeof(e->batch_id), id);
+    http_respond_sse(resp, events_next, e, free);
+}
+
+/* GET /api/batch?userId=...&limit=&pageToken=: a user's batches, newest first. */
+static void batch_list(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct creator *c = ud;
+    enum lang lang = request_lang(req);
+    const char *user = http_request_query(req, "userId");
+    char next[PAGE_TOKEN_MAX] = "";
+    struct batch *list = NULL;
+    struct error err;
+    int64_t limit = 20;
+    size_t n = 0, i;
+    json_t *doc, *arr;
+
+    if (!user)
+        user = http_request_header(req, "X-User-Id");
+    if (!user || !*user) {
+        lang_error(&err, lang, ST_INVALID, "user_id_required");
+        respond_error(resp, &err);
+        return;
+    }
+    if (!query_int(req, "limit", 1, 100, &limit, lang, &err)) {
+        respond_error(resp, &err);
+        return;
+    }
+    if (store_list_batches(c->rt.store, user, (int)limit, http_request_query(req, "pageToken"),
+                           &list, &n, next, &err) != ST_OK) {
+        if (err.status == ST_INVALID) {
+            char why[ERROR_MSG_MAX];
+
+            str_copy(why, sizeof(why), err.message);
+            lang_error(&err, lang, ST_INVALID, "invalid_query", why);
+        }
+        respond_error(resp, &err);
+        return;
+    }
+    arr = json_array();
+    for (i = 0; i < n; i++) {
+        char created[RFC3339_MAX] = "";
+
+        time_format_rfc3339(list[i].created_at, created, sizeof(created));
+        json_array_append_new(
+            arr, json_pack("{s:s, s:s, s:s, s:I, s:s, s:o}", "batchId", list[i].id, "type",
+                           list[i].type, "status", batch_status_name(list[i].status), "totalImages",
+                           (json_int_t)list[i].total, "createdAt", created, "statusUrl",
+                           json_sprintf("/api/batch/status/%s", list[i].id)));
+        batch_release(&list[i]);
+    }
+    free(list);
+    doc = json_pack("{s:o, s:o}", "batches", arr, "nextPageToken",
+                    next[0] ? json_string(next) : json_null());
+    http_respond_json(resp, 200, doc);
+}
+
 /* GET /files/results/{batchId}/{file}: the file blob adapter's objects. */
 static void serve_file(struct http_request *req, struct http_response *resp, void *ud)
 {
@@ -225,6 +367,8 @@ static enum status creator_setup(const struct settings *s, struct http_server *s
                  "demo only)");
     http_server_route(srv, "POST", "/api/batch/create", HTTP_ROUTE_JSON, create_batch, c);
     http_server_route(srv, "GET", "/api/batch/status/{batchId}", 0, batch_status, c);
+    http_server_route(srv, "GET", "/api/batch/status/{batchId}/events", 0, batch_events, c);
+    http_server_route(srv, "GET", "/api/batch", 0, batch_list, c);
     http_server_route(srv, "POST", "/api/batch/{batchId}/retry", 0, batch_retry_route, c);
     http_server_route(srv, "POST", "/api/batch/{batchId}/cancel", 0, batch_cancel_route, c);
     if (strcmp(c->rt.blob->name, "fs") == 0)

@@ -35,6 +35,7 @@ static void batch_config_from(const struct settings *s, const struct queue_confi
     bc->poll_initial_ms = s->poll_initial_ms;
     bc->poll_max_ms = s->poll_max_ms;
     bc->poll_deadline_s = s->poll_deadline_s;
+    bc->reconcile_after_s = s->reconcile_after_s;
     bc->output_max_bytes = s->output_max_bytes;
 }
 

@@ -37,6 +37,8 @@ struct batch_config {
     int64_t poll_max_ms;       /* polls slow down up to this interval */
     int64_t poll_deadline_s;   /* a job still running after this fails as timed out */
     int64_t output_max_bytes;  /* largest provider output accepted */
+    int64_t
+        reconcile_after_s; /* a processing batch re-drives its stuck items this often; 0: never */
 };
 
 /*
@@ -112,6 +114,13 @@ struct task_reply {
  */
 void batch_handle_task(const struct batch_env *env, const char *body, size_t len,
                        const struct push_meta *meta, struct task_reply *reply);
+
+/*
+ * Schedules the first round of the reconciler of a batch generation
+ * (reconcile_after_s from now): invariant 4, no item is ever lost.
+ */
+enum status batch_schedule_reconcile(const struct batch_env *env, const char *batch_id,
+                                     int64_t generation, struct error *err);
 
 /* ---- read side and operations ------------------------------------------ */
 

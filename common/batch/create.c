@@ -118,6 +118,8 @@ static enum status finish_creation(const struct batch_env *env, struct batch *b,
         return lang_error(err, lang, ST_UNAVAILABLE, "create_failed");
     }
     st = enqueue_batch(env, b, err);
+    if (st == ST_OK)
+        st = batch_schedule_reconcile(env, b->id, b->generation, err);
     if (st != ST_OK) {
         log_error("cannot enqueue batch %s: %s", b->id, err->message);
         return lang_error(err, lang, ST_UNAVAILABLE, "enqueue_failed");

@@ -730,6 +730,134 @@ static void process_fanout(struct ctx *c)
     free(specs);
 }
 
+/*
+ * Invariant 4, no item is ever lost: a round of the reconciler looks at the
+ * items of a processing batch that are not terminal and pushes each of them
+ * again (a poll for a job, the item otherwise), skipping items someone holds
+ * right now. Everything downstream is idempotent, so a second push of a live
+ * item costs a no-op; an item whose last task was lost gets going again. The
+ * round then schedules the next one, until the batch leaves processing.
+ */
+static void process_reconcile(struct ctx *c)
+{
+    static const enum item_status open_states[] = {ITEM_PENDING, ITEM_PROCESSING, ITEM_POLLING};
+    struct task_spec *specs = NULL;
+    char(*bodies)[TASK_BODY_MAX] = NULL;
+    enum status *results = NULL;
+    size_t n = 0, cap = 0, i, k;
+    int64_t now = c->env->now();
+    struct error err;
+    enum status st = ST_OK;
+
+    if (load_batch(c) != ST_OK)
+        return;
+    if (c->batch.status != BATCH_PROCESSING || c->batch.generation != c->task.generation ||
+        c->env->cfg->reconcile_after_s <= 0) {
+        reply_set(c->reply, 200, "reconciled", "batch %s is %s: nothing to watch", c->batch.id,
+                  batch_status_name(c->batch.status));
+        return;
+    }
+    for (k = 0; k < ARRAY_SIZE(open_states) && st == ST_OK; k++) {
+        struct item_query q = {.has_status = true, .status = open_states[k], .limit = 500};
+        struct item_page page;
+        char token[PAGE_TOKEN_MAX] = "";
+
+        do {
+            memset(&page, 0, sizeof(page));
+            q.page_token = token[0] ? token : NULL;
+            st = store_list_items(c->env->store, c->batch.id, &q, &page, &err);
+            for (i = 0; st == ST_OK && i < page.n; i++) {
+                const struct item *it = &page.items[i];
+                struct task_body t;
+
+                if (it->generation != c->task.generation ||
+                    (it->status == ITEM_PROCESSING && it->lease_until > now))
+                    continue;
+                memset(&t, 0, sizeof(t));
+                str_copy(t.batch_id, sizeof(t.batch_id), c->batch.id);
+                str_copy(t.item_id, sizeof(t.item_id), it->id);
+                t.generation = it->generation;
+                t.round = c->task.round;
+                if (it->status == ITEM_POLLING) {
+                    t.kind = TASK_POLL;
+                    t.attempt = it->attempts;
+                    t.poll = it->polls + 1;
+                } else {
+                    t.kind = TASK_ITEM;
+                }
+                if (n == cap) {
+                    cap = cap ? cap * 2 : 64;
+                    specs = xrealloc(specs, cap * sizeof(*specs));
+                    bodies = xrealloc(bodies, cap * sizeof(*bodies));
+                }
+                task_spec_for(&t, 0, bodies[n], &specs[n]);
+                n++;
+            }
+            str_copy(token, sizeof(token), page.next_token);
+            store_item_page_release(&page);
+        } while (st == ST_OK && token[0]);
+    }
+    if (st != ST_OK) {
+        reply_store_error(c, &err);
+        goto out;
+    }
+    /* The bodies moved when the arrays grew: point the specs at them again. */
+    for (i = 0; i < n; i++)
+        specs[i].body = bodies[i];
+    if (n > 0) {
+        results = xcalloc(n, sizeof(*results));
+        if (queue_enqueue_many(c->env->queue, specs, n, results, &err) != ST_OK) {
+            reply_set(c->reply, 503, "retry", "reconcile incomplete: %s", err.message);
+            goto out;
+        }
+        log_write(
+            LOG_WARNING,
+            json_pack("{s:I, s:I}", "round", (json_int_t)c->task.round, "redriven", (json_int_t)n),
+            "batch %s still has %zu open items after round %lld: pushed again", c->batch.id, n,
+            (long long)c->task.round);
+    }
+    {
+        struct task_body next = c->task;
+        struct task_spec spec;
+        char body[TASK_BODY_MAX];
+
+        next.round++;
+        task_spec_for(&next, now + c->env->cfg->reconcile_after_s * 1000000, body, &spec);
+        st = queue_enqueue(c->env->queue, &spec, &err);
+        if (st != ST_OK && st != ST_ALREADY_EXISTS) {
+            reply_set(c->reply, 503, "retry", "cannot schedule the next round: %s", err.message);
+            goto out;
+        }
+    }
+    reply_set(c->reply, 200, "reconciled", "round %lld re-drove %zu items",
+              (long long)c->task.round, n);
+out:
+    free(results);
+    free(bodies);
+    free(specs);
+}
+
+/* Schedules round 1 of a batch generation's reconciler (see process_reconcile). */
+enum status batch_schedule_reconcile(const struct batch_env *env, const char *batch_id,
+                                     int64_t generation, struct error *err)
+{
+    struct task_body t;
+    struct task_spec spec;
+    char body[TASK_BODY_MAX];
+    enum status st;
+
+    if (env->cfg->reconcile_after_s <= 0)
+        return ST_OK;
+    memset(&t, 0, sizeof(t));
+    t.kind = TASK_RECONCILE;
+    str_copy(t.batch_id, sizeof(t.batch_id), batch_id);
+    t.generation = generation;
+    t.round = 1;
+    task_spec_for(&t, env->now() + env->cfg->reconcile_after_s * 1000000, body, &spec);
+    st = queue_enqueue(env->queue, &spec, err);
+    return st == ST_ALREADY_EXISTS ? ST_OK : st;
+}
+
 void batch_handle_task(const struct batch_env *env, const char *body, size_t len,
                        const struct push_meta *meta, struct task_reply *reply)
 {
@@ -759,6 +887,9 @@ void batch_handle_task(const struct batch_env *env, const char *body, size_t len
         break;
     case TASK_FANOUT:
         process_fanout(&c);
+        break;
+    case TASK_RECONCILE:
+        process_reconcile(&c);
         break;
     }
     item_release(&c.item);

@@ -188,6 +188,8 @@ enum status batch_retry(const struct batch_env *env, const char *batch_id, enum 
             task_spec_for(&t, 0, bodies[i], &specs[i]);
         }
         st = queue_enqueue_many(env->queue, specs, page.n, results, err);
+        if (st == ST_OK)
+            st = batch_schedule_reconcile(env, batch_id, gen, err);
         free(results);
         free(bodies);
         free(specs);

@@ -15,6 +15,8 @@ const char *task_kind_name(enum task_kind k)
         return "poll";
     case TASK_FANOUT:
         return "fanout";
+    case TASK_RECONCILE:
+        return "reconcile";
     }
     return "unknown";
 }
@@ -25,8 +27,10 @@ void task_body_encode(const struct task_body *t, char out[TASK_BODY_MAX])
                           t->batch_id, "generation", (json_int_t)t->generation);
     char *text;
 
-    if (t->kind != TASK_FANOUT)
+    if (t->kind == TASK_ITEM || t->kind == TASK_POLL)
         json_object_set_new(j, "itemId", json_string(t->item_id));
+    if (t->round > 0)
+        json_object_set_new(j, "round", json_integer(t->round));
     if (t->kind == TASK_POLL) {
         json_object_set_new(j, "poll", json_integer(t->poll));
         json_object_set_new(j, "attempt", json_integer(t->attempt));
@@ -83,6 +87,8 @@ enum status task_body_decode(const char *data, size_t len, struct task_body *out
         out->kind = TASK_POLL;
     else if (strcmp(kind, "fanout") == 0)
         out->kind = TASK_FANOUT;
+    else if (strcmp(kind, "reconcile") == 0)
+        out->kind = TASK_RECONCILE;
     else {
         st = error_set(err, ST_INVALID, NULL, "unknown task kind \"%.32s\"", kind);
         goto bad;
@@ -91,7 +97,10 @@ enum status task_body_decode(const char *data, size_t len, struct task_body *out
         st = error_set(err, ST_INVALID, NULL, "invalid batchId");
         goto bad;
     }
-    if (out->kind != TASK_FANOUT) {
+    if ((st = json_get_int(j, "round", out->kind == TASK_RECONCILE ? JSON_REQUIRED : JSON_OPTIONAL,
+                           1, 1000000, &out->round, err)) != ST_OK)
+        goto bad;
+    if (out->kind == TASK_ITEM || out->kind == TASK_POLL) {
         if ((st = json_get_string(j, "itemId", JSON_REQUIRED, &item, err)) != ST_OK)
             goto bad;
         if (!id_chars_ok(item) || !*item || !str_copy(out->item_id, sizeof(out->item_id), item)) {
@@ -132,26 +141,32 @@ bad:
 void task_spec_for(const struct task_body *t, int64_t schedule_time, char body_buf[TASK_BODY_MAX],
                    struct task_spec *spec)
 {
-    char key[256];
+    char key[256], round[32] = "";
 
+    if (t->round > 0 && t->kind != TASK_RECONCILE)
+        snprintf(round, sizeof(round), "-rc%lld", (long long)t->round);
     switch (t->kind) {
     case TASK_ITEM:
         if (t->resubmit > 0)
-            snprintf(key, sizeof(key), "i-%s-%s-g%lld-r%lld", t->batch_id, t->item_id,
-                     (long long)t->generation, (long long)t->resubmit);
+            snprintf(key, sizeof(key), "i-%s-%s-g%lld-r%lld%s", t->batch_id, t->item_id,
+                     (long long)t->generation, (long long)t->resubmit, round);
         else
-            snprintf(key, sizeof(key), "i-%s-%s-g%lld", t->batch_id, t->item_id,
-                     (long long)t->generation);
+            snprintf(key, sizeof(key), "i-%s-%s-g%lld%s", t->batch_id, t->item_id,
+                     (long long)t->generation, round);
         break;
     case TASK_POLL:
         /* The submission is part of the name: a resubmitted job's polls start at 1 again. */
-        snprintf(key, sizeof(key), "p-%s-%s-g%lld-a%lld-%lld%s", t->batch_id, t->item_id,
+        snprintf(key, sizeof(key), "p-%s-%s-g%lld-a%lld-%lld%s%s", t->batch_id, t->item_id,
                  (long long)t->generation, (long long)t->attempt, (long long)t->poll,
-                 t->cancel ? "-c" : "");
+                 t->cancel ? "-c" : "", round);
         break;
     case TASK_FANOUT:
         snprintf(key, sizeof(key), "f-%s-g%lld-%lld", t->batch_id, (long long)t->generation,
                  (long long)t->start);
+        break;
+    case TASK_RECONCILE:
+        snprintf(key, sizeof(key), "rc-%s-g%lld-%lld", t->batch_id, (long long)t->generation,
+                 (long long)t->round);
         break;
     }
     memset(spec, 0, sizeof(*spec));

@@ -5,6 +5,7 @@
  *   {"kind":"item","batchId":..,"itemId":..,"generation":1}
  *   {"kind":"poll","batchId":..,"itemId":..,"generation":1,"attempt":1,"poll":3}
  *   {"kind":"fanout","batchId":..,"generation":1,"start":0,"end":500}
+ *   {"kind":"reconcile","batchId":..,"generation":1,"round":2}
  * Names are derived from the body, so enqueueing the same unit twice is
  * de-duplicated by the queue (ST_ALREADY_EXISTS).
  */
@@ -21,7 +22,7 @@
 
 #define TASK_BODY_MAX 1024
 
-enum task_kind { TASK_ITEM, TASK_POLL, TASK_FANOUT };
+enum task_kind { TASK_ITEM, TASK_POLL, TASK_FANOUT, TASK_RECONCILE };
 
 struct task_body {
     enum task_kind kind;
@@ -33,6 +34,8 @@ struct task_body {
     int64_t start, end; /* TASK_FANOUT: item indexes [start, end) */
     int64_t resubmit;   /* TASK_ITEM: > 0 for a new submission after a failed job */
     bool cancel;        /* TASK_POLL: sent by a cancellation, ahead of the schedule */
+    int64_t round;      /* TASK_RECONCILE: 1, 2, ...; TASK_ITEM/POLL: > 0 when a reconcile
+                           round sent it (part of the name, so each round can re-drive once) */
 };
 
 const char *task_kind_name(enum task_kind k);

@@ -8,6 +8,7 @@ static const char *const seeds[] = {
      "\"poll\":3,\"cancel\":true}"),
     "{\"kind\":\"fanout\",\"batchId\":\"b\",\"generation\":1,\"start\":0,\"end\":500}",
     "{\"kind\":\"item\",\"batchId\":\"b\",\"itemId\":\"i\",\"generation\":1,\"resubmit\":2}",
+    "{\"kind\":\"reconcile\",\"batchId\":\"b\",\"generation\":3,\"round\":2}",
 };
 
 const char *const *fuzz_seeds(size_t *n)

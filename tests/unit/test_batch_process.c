@@ -729,6 +729,63 @@ START_TEST(cancel_stops_new_calls_and_cancels_jobs)
 }
 END_TEST
 
+/* Index of the recorded task whose body has the given kind, from the end. */
+static size_t last_task_of(const char *kind)
+{
+    size_t i = n_tasks;
+
+    while (i-- > 0)
+        if (strstr(tasks[i].body, kind))
+            return i;
+    ck_abort_msg("no %s task", kind);
+    return 0;
+}
+
+START_TEST(reconciler_redrives_lost_items)
+{
+    char id[BATCH_ID_MAX];
+    struct task_reply r;
+    size_t rc, before;
+
+    cfg.reconcile_after_s = 60;
+    create(3, id);
+    ck_assert_uint_eq(n_tasks, 4); /* 3 items and round 1 of the reconciler, a minute ahead */
+    rc = last_task_of("\"reconcile\"");
+    ck_assert_int_eq(tasks[rc].schedule_time, now_us + 60 * 1000000LL);
+    ck_assert_int_eq(push(0, 0).http_status, 200);
+    /* Item 1's task is lost; item 2's delivery is in progress (leased). */
+    {
+        enum item_begin b;
+        struct item it;
+        struct error err;
+        struct task_body t;
+
+        task_body_decode(tasks[2].body, strlen(tasks[2].body), &t, &err);
+        ck_assert_int_eq(
+            store_item_begin(store, id, t.item_id, 1, now_us, 600 * 1000000LL, &b, &it, &err),
+            ST_OK);
+        item_release(&it);
+    }
+    before = n_tasks;
+    now_us += 60 * 1000000LL;
+    r = push(rc, 0);
+    ck_assert_str_eq(r.outcome, "reconciled");
+    ck_assert_uint_eq(n_tasks, before + 2); /* item 1 again, and round 2 */
+    ck_assert(strstr(tasks[before].body, "\"round\":1") != NULL);
+    ck_assert_str_ne(tasks[before].name, tasks[1].name);
+    ck_assert_str_eq(push(before, 0).outcome, "completed");
+    ck_assert_int_eq(counts(id).success, 2);
+    /* A round after the batch finished ends the chain. */
+    now_us += 600 * 1000000LL;
+    ck_assert_str_eq(push(2, 1).outcome, "completed");
+    ck_assert_int_eq(bstatus(id), BATCH_COMPLETED);
+    before = n_tasks;
+    r = push(last_task_of("\"reconcile\""), 0);
+    ck_assert_str_eq(r.outcome, "reconciled");
+    ck_assert_uint_eq(n_tasks, before);
+}
+END_TEST
+
 START_TEST(eta)
 {
     struct batch b;
@@ -777,6 +834,7 @@ static Suite *suite(void)
     tcase_add_test(tc, cache_serves_identical_inputs_once);
     tcase_add_test(tc, failed_job_is_submitted_again);
     tcase_add_test(tc, cancel_stops_new_calls_and_cancels_jobs);
+    tcase_add_test(tc, reconciler_redrives_lost_items);
     suite_add_tcase(s, tc);
     return s;
 }
