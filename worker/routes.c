@@ -32,6 +32,7 @@ struct worker {
     struct runtime rt;
     struct batch_env env;
     struct provider_set providers;
+    struct buf webhook_key;
     struct oidc_verifier *verifier;
     struct oidc_local_issuer *issuer;
     struct dispatcher *dispatcher;
@@ -211,6 +212,8 @@ static enum status worker_setup(const struct settings *s, struct http_server *sr
     struct worker *w = xcalloc(1, sizeof(*w));
     bool local_queue;
 
+    buf_init(&w->webhook_key, 1024);
+
     w->settings = s;
     if (runtime_open(s, &w->rt, err) != ST_OK)
         goto fail;
@@ -228,6 +231,16 @@ static enum status worker_setup(const struct settings *s, struct http_server *sr
     w->env.item_cost = providers_item_cost;
     w->env.fetch = providers_fetch;
     w->env.fetch_ud = &w->providers;
+    w->env.deliver = providers_deliver;
+    w->env.deliver_ud = &w->providers;
+    if (s->webhook_secret) {
+        if (providers_webhook_key(s->webhook_secret, &w->webhook_key, err) != ST_OK)
+            goto fail;
+        w->env.webhook_key = (const unsigned char *)w->webhook_key.data;
+        w->env.webhook_key_len = w->webhook_key.len;
+    } else {
+        log_warn("WEBHOOK_SECRET is not set: webhooks are delivered unsigned");
+    }
     w->env.cfg = &w->rt.batch_config;
     w->env.now = time_now_us;
     http_server_route(srv, "POST", "/api/batch/worker", 0, worker_push, w);
@@ -282,6 +295,7 @@ static void worker_teardown(void *state)
         return;
     worker_draining(w);
     provider_set_close(&w->providers);
+    buf_release(&w->webhook_key);
     oidc_verifier_free(w->verifier);
     oidc_local_issuer_free(w->issuer);
     runtime_close(&w->rt);

@@ -2,6 +2,7 @@
 
 #include <string.h>
 
+#include "core/codec.h"
 #include "core/log.h"
 #include "core/util.h"
 #include "providers/fetch.h"
@@ -262,4 +263,51 @@ enum status providers_fetch(void *ud, const char *url, struct buf *out, char con
     lim.max_bytes = ps->fetch_max_bytes;
     lim.allow_insecure = ps->allow_insecure;
     return fetch_image(ps->client, url, &lim, out, content_type, err);
+}
+
+enum status providers_deliver(void *ud, const char *url, const char *const *headers,
+                              const char *body, struct error *err)
+{
+    struct provider_set *ps = ud;
+    struct http_call call;
+    struct http_result res;
+    enum status st;
+
+    memset(&call, 0, sizeof(call));
+    call.method = "POST";
+    call.url = url;
+    call.headers = headers;
+    call.body = body;
+    call.body_len = strlen(body);
+    call.timeout_ms = 10000;
+    call.max_response_bytes = 64 * 1024;
+    call.block_private_addresses = !ps->allow_insecure;
+    call.allow_http = ps->allow_insecure;
+    http_result_init(&res);
+    st = http_client_do(ps->client, &call, &res, err);
+    if (st == ST_OK && (res.status < 200 || res.status > 299)) {
+        /* Standard Webhooks: any non-2xx is a failed attempt; 4xx other than these say the
+         * receiver refuses for good. */
+        bool retry = res.status >= 500 || res.status == 408 || res.status == 409 ||
+                     res.status == 425 || res.status == 429;
+
+        st = error_set(err, retry ? ST_UNAVAILABLE : ST_PERMISSION_DENIED, "webhook_refused",
+                       "webhook receiver answered %ld", res.status);
+    }
+    http_result_release(&res);
+    return st;
+}
+
+enum status providers_webhook_key(const char *secret, struct buf *out, struct error *err)
+{
+    if (str_starts_with(secret, "whsec_")) {
+        if (base64_decode(out, secret + 6, strlen(secret + 6)) != ST_OK || out->len < 16)
+            return error_set(err, ST_INVALID, "invalid_config",
+                             "invalid WEBHOOK_SECRET: want whsec_ and base64 of 16+ bytes");
+        return ST_OK;
+    }
+    if (strlen(secret) < 16)
+        return error_set(err, ST_INVALID, "invalid_config",
+                         "invalid WEBHOOK_SECRET: at least 16 characters");
+    return buf_append_str(out, secret);
 }

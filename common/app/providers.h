@@ -38,6 +38,13 @@ enum status providers_load_prices(const struct settings *s, struct error *err);
 /* batch_env hooks. */
 enum status providers_validate_options(const char *type, const json_t *options, struct error *err);
 double providers_item_cost(const char *type, const char *provider, const json_t *options);
+/* Webhook delivery over the client: no redirects, private targets refused unless insecure. */
+enum status providers_deliver(void *ud, const char *url, const char *const *headers,
+                              const char *body, struct error *err);
+
+/* Decodes WEBHOOK_SECRET ("whsec_<base64>" or raw text) into out. */
+enum status providers_webhook_key(const char *secret, struct buf *out, struct error *err);
+
 enum status providers_fetch(void *ud, const char *url, struct buf *out, char content_type[64],
                             struct error *err);
 

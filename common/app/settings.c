@@ -84,6 +84,7 @@ static const struct config_var table[] = {
     {"POLL_INITIAL_MS", CFG_INT, "5000", 100, 600000, NULL, "first poll of a video job after this", F(poll_initial_ms), 0, W},
     {"POLL_MAX_MS", CFG_INT, "30000", 100, 600000, NULL, "polls slow down to this interval", F(poll_max_ms), 0, W},
     {"RECONCILE_AFTER_S", CFG_INT, "1800", 0, 86400, NULL, "a processing batch pushes its stuck items again this often (0: never)", F(reconcile_after_s), 0, B},
+    {"WEBHOOK_SECRET", CFG_STRING, NULL, 0, 0, NULL, "Standard Webhooks signing secret (whsec_<base64>); unset: webhooks go unsigned", F(webhook_secret), CFG_SECRET, W},
     {"POLL_DEADLINE_S", CFG_INT, "1200", 10, 86400, NULL, "a video job still running after this fails as timed out", F(poll_deadline_s), 0, W},
 };
 /* clang-format on */

@@ -99,6 +99,7 @@ struct settings {
     int64_t poll_max_ms;
     int64_t poll_deadline_s;
     int64_t reconcile_after_s;
+    char *webhook_secret;
 };
 
 /*

@@ -69,6 +69,17 @@ struct batch_env {
     enum status (*fetch)(void *ud, const char *url, struct buf *out, char content_type[64],
                          struct error *err);
     void *fetch_ud;
+    /*
+     * Delivers one webhook: POSTs body to url with the given header lines.
+     * ST_OK on 2xx; a transient status asks the queue to retry; anything
+     * else gives up. NULL: webhooks are not sent.
+     */
+    enum status (*deliver)(void *ud, const char *url, const char *const *headers, const char *body,
+                           struct error *err);
+    void *deliver_ud;
+    /* Standard Webhooks signing key (raw bytes), NULL/0: deliveries are unsigned. */
+    const unsigned char *webhook_key;
+    size_t webhook_key_len;
 };
 
 /* ---- creator ------------------------------------------------------------ */
@@ -121,6 +132,16 @@ void batch_handle_task(const struct batch_env *env, const char *body, size_t len
  */
 enum status batch_schedule_reconcile(const struct batch_env *env, const char *batch_id,
                                      int64_t generation, struct error *err);
+
+/* Enqueues a webhook task for a batch event ("batch.completed", "batch.cancelled"). */
+void batch_enqueue_webhook(const struct batch_env *env, const struct batch *b, const char *event);
+
+/*
+ * Standard Webhooks signature: "v1," + base64(HMAC-SHA256(key, id "." ts "." body))
+ * into out (capacity >= 64).
+ */
+void webhook_signature(const unsigned char *key, size_t key_len, const char *msg_id,
+                       int64_t timestamp, const char *body, char *out, size_t cap);
 
 /* ---- read side and operations ------------------------------------------ */
 

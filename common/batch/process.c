@@ -16,6 +16,7 @@
 #include "batch/tasks.h"
 #include "core/codec.h"
 #include "core/id.h"
+#include "core/json.h"
 #include "core/log.h"
 #include "core/metrics.h"
 #include "core/timeutil.h"
@@ -81,6 +82,28 @@ static bool final_attempt(const struct ctx *c)
     return !backoff_should_retry(&c->env->cfg->retry, (int)c->meta->retry_count + 1, elapsed);
 }
 
+/* Enqueues the webhook of an event of a batch generation (no-op without a URL). */
+void batch_enqueue_webhook(const struct batch_env *env, const struct batch *b, const char *event)
+{
+    struct task_body t;
+    struct task_spec spec;
+    char body[TASK_BODY_MAX];
+    struct error err;
+    enum status st;
+
+    if (!b->webhook_url || !env->deliver)
+        return;
+    memset(&t, 0, sizeof(t));
+    t.kind = TASK_WEBHOOK;
+    str_copy(t.batch_id, sizeof(t.batch_id), b->id);
+    t.generation = b->generation;
+    str_copy(t.event, sizeof(t.event), event);
+    task_spec_for(&t, 0, body, &spec);
+    st = queue_enqueue(env->queue, &spec, &err);
+    if (st != ST_OK && st != ST_ALREADY_EXISTS)
+        log_error("cannot enqueue the %s webhook of batch %s: %s", event, b->id, err.message);
+}
+
 /* Called after a terminal transition was applied: the completion check of invariant 3. */
 static void check_completion(struct ctx *c)
 {
@@ -95,11 +118,14 @@ static void check_completion(struct ctx *c)
         log_warn("cannot check completion of batch %s: %s", c->batch.id, err.message);
         return;
     }
-    if (won)
+    if (won) {
         log_write(LOG_NOTICE,
                   json_pack("{s:s, s:I}", "status", batch_status_name(final), "generation",
                             (json_int_t)c->task.generation),
                   "batch %s finished: %s", c->batch.id, batch_status_name(final));
+        /* Only the winner notifies: one completion webhook per generation. */
+        batch_enqueue_webhook(c->env, &c->batch, "batch.completed");
+    }
 }
 
 static enum status finish(struct ctx *c, const struct item_outcome *o, bool *applied)
@@ -804,6 +830,9 @@ static void process_reconcile(struct ctx *c)
     /* The bodies moved when the arrays grew: point the specs at them again. */
     for (i = 0; i < n; i++)
         specs[i].body = bodies[i];
+    if (n == 0)
+        /* Nothing open: if the last item's completion check failed, do it now. */
+        check_completion(c);
     if (n > 0) {
         results = xcalloc(n, sizeof(*results));
         if (queue_enqueue_many(c->env->queue, specs, n, results, &err) != ST_OK) {
@@ -835,6 +864,80 @@ out:
     free(results);
     free(bodies);
     free(specs);
+}
+
+/* Delivers one webhook (see webhook.c): the same id on every retry. */
+static void process_webhook(struct ctx *c)
+{
+    char msg_id[160], ts[24], sig[128], id_h[192], ts_h[48], sig_h[160];
+    const char *headers[5];
+    struct batch_counts n;
+    struct error err;
+    json_t *payload;
+    char *body;
+    int64_t now_s = c->env->now() / 1000000;
+    enum status st;
+
+    if (load_batch(c) != ST_OK)
+        return;
+    if (!c->batch.webhook_url || !c->env->deliver) {
+        reply_set(c->reply, 200, "dropped", "batch %s has no webhook", c->batch.id);
+        return;
+    }
+    if (store_get_counts(c->env->store, c->batch.id, &n, &err) != ST_OK) {
+        reply_store_error(c, &err);
+        return;
+    }
+    snprintf(msg_id, sizeof(msg_id), "msg_%s_g%lld_%s", c->batch.id, (long long)c->task.generation,
+             c->task.event);
+    payload = json_pack(
+        "{s:s, s:o, s:{s:s, s:s, s:I, s:I, s:I, s:I, s:I, s:I, s:f, s:o}}", "type", c->task.event,
+        "timestamp", json_string(""), "data", "batchId", c->batch.id, "status",
+        batch_status_name(c->batch.status), "generation", (json_int_t)c->task.generation,
+        "totalImages", (json_int_t)c->batch.total, "processedImages", (json_int_t)n.processed,
+        "successCount", (json_int_t)n.success, "failureCount", (json_int_t)n.failure,
+        "cancelledCount", (json_int_t)n.cancelled, "actualCost", (double)n.cost_micros / 1e6,
+        "statusUrl", json_sprintf("/api/batch/status/%s", c->batch.id));
+    {
+        char when[RFC3339_MAX];
+
+        if (time_format_rfc3339(c->env->now(), when, sizeof(when)))
+            json_object_set_new(payload, "timestamp", json_string(when));
+    }
+    body = json_dump_compact(payload);
+    json_decref(payload);
+    snprintf(ts, sizeof(ts), "%lld", (long long)now_s);
+    snprintf(id_h, sizeof(id_h), "webhook-id: %s", msg_id);
+    snprintf(ts_h, sizeof(ts_h), "webhook-timestamp: %s", ts);
+    headers[0] = "Content-Type: application/json";
+    headers[1] = id_h;
+    headers[2] = ts_h;
+    headers[3] = NULL;
+    if (c->env->webhook_key_len > 0) {
+        webhook_signature(c->env->webhook_key, c->env->webhook_key_len, msg_id, now_s, body, sig,
+                          sizeof(sig));
+        snprintf(sig_h, sizeof(sig_h), "webhook-signature: %s", sig);
+        headers[3] = sig_h;
+        headers[4] = NULL;
+    }
+    st = c->env->deliver(c->env->deliver_ud, c->batch.webhook_url, headers, body, &err);
+    free(body);
+    metric_add(
+        metric_counter("webhook_deliveries_total", "webhook deliveries by outcome", "outcome"),
+        (const char *const[]){st == ST_OK               ? "delivered"
+                              : status_is_transient(st) ? "retry"
+                                                        : "refused"},
+        1);
+    if (st == ST_OK) {
+        reply_set(c->reply, 200, "delivered", "%s delivered", c->task.event);
+    } else if (status_is_transient(st) && !final_attempt(c)) {
+        reply_set(c->reply, 503, "retry", "webhook: %s", err.message);
+    } else {
+        log_write(LOG_WARNING, json_pack("{s:s}", "event", c->task.event),
+                  "giving up the %s webhook of batch %s: %s", c->task.event, c->batch.id,
+                  err.message);
+        reply_set(c->reply, 200, "undelivered", "webhook: %s", err.message);
+    }
 }
 
 /* Schedules round 1 of a batch generation's reconciler (see process_reconcile). */
@@ -890,6 +993,9 @@ void batch_handle_task(const struct batch_env *env, const char *body, size_t len
         break;
     case TASK_RECONCILE:
         process_reconcile(&c);
+        break;
+    case TASK_WEBHOOK:
+        process_webhook(&c);
         break;
     }
     item_release(&c.item);

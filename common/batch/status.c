@@ -285,6 +285,8 @@ enum status batch_cancel(const struct batch_env *env, const char *batch_id, cons
     if (store_get_counts(env->store, batch_id, &counts, err) != ST_OK)
         memset(&counts, 0, sizeof(counts));
     if (changed)
+        batch_enqueue_webhook(env, &b, "batch.cancelled");
+    if (changed)
         log_write(LOG_NOTICE,
                   json_pack("{s:s, s:I, s:I}", "batchId", batch_id, "cancelled",
                             (json_int_t)counts.cancelled, "inFlight", (json_int_t)in_flight.n),

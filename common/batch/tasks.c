@@ -17,6 +17,8 @@ const char *task_kind_name(enum task_kind k)
         return "fanout";
     case TASK_RECONCILE:
         return "reconcile";
+    case TASK_WEBHOOK:
+        return "webhook";
     }
     return "unknown";
 }
@@ -31,6 +33,8 @@ void task_body_encode(const struct task_body *t, char out[TASK_BODY_MAX])
         json_object_set_new(j, "itemId", json_string(t->item_id));
     if (t->round > 0)
         json_object_set_new(j, "round", json_integer(t->round));
+    if (t->kind == TASK_WEBHOOK)
+        json_object_set_new(j, "event", json_string(t->event));
     if (t->kind == TASK_POLL) {
         json_object_set_new(j, "poll", json_integer(t->poll));
         json_object_set_new(j, "attempt", json_integer(t->attempt));
@@ -89,6 +93,8 @@ enum status task_body_decode(const char *data, size_t len, struct task_body *out
         out->kind = TASK_FANOUT;
     else if (strcmp(kind, "reconcile") == 0)
         out->kind = TASK_RECONCILE;
+    else if (strcmp(kind, "webhook") == 0)
+        out->kind = TASK_WEBHOOK;
     else {
         st = error_set(err, ST_INVALID, NULL, "unknown task kind \"%.32s\"", kind);
         goto bad;
@@ -117,6 +123,17 @@ enum status task_body_decode(const char *data, size_t len, struct task_body *out
     if (out->kind == TASK_ITEM &&
         (st = json_get_int(j, "resubmit", JSON_OPTIONAL, 1, 1000, &out->resubmit, err)) != ST_OK)
         goto bad;
+    if (out->kind == TASK_WEBHOOK) {
+        const char *ev = NULL;
+
+        if ((st = json_get_string(j, "event", JSON_REQUIRED, &ev, err)) != ST_OK)
+            goto bad;
+        if (strcmp(ev, "batch.completed") != 0 && strcmp(ev, "batch.cancelled") != 0) {
+            st = error_set(err, ST_INVALID, NULL, "unknown webhook event \"%.32s\"", ev);
+            goto bad;
+        }
+        str_copy(out->event, sizeof(out->event), ev);
+    }
     if (out->kind == TASK_FANOUT) {
         if ((st = json_get_int(j, "start", JSON_REQUIRED, 0, 10000000, &out->start, err)) !=
                 ST_OK ||
@@ -167,6 +184,10 @@ void task_spec_for(const struct task_body *t, int64_t schedule_time, char body_b
     case TASK_RECONCILE:
         snprintf(key, sizeof(key), "rc-%s-g%lld-%lld", t->batch_id, (long long)t->generation,
                  (long long)t->round);
+        break;
+    case TASK_WEBHOOK:
+        snprintf(key, sizeof(key), "w-%s-g%lld-%s", t->batch_id, (long long)t->generation,
+                 t->event);
         break;
     }
     memset(spec, 0, sizeof(*spec));

@@ -6,6 +6,7 @@
  *   {"kind":"poll","batchId":..,"itemId":..,"generation":1,"attempt":1,"poll":3}
  *   {"kind":"fanout","batchId":..,"generation":1,"start":0,"end":500}
  *   {"kind":"reconcile","batchId":..,"generation":1,"round":2}
+ *   {"kind":"webhook","batchId":..,"generation":1,"event":"batch.completed"}
  * Names are derived from the body, so enqueueing the same unit twice is
  * de-duplicated by the queue (ST_ALREADY_EXISTS).
  */
@@ -22,7 +23,7 @@
 
 #define TASK_BODY_MAX 1024
 
-enum task_kind { TASK_ITEM, TASK_POLL, TASK_FANOUT, TASK_RECONCILE };
+enum task_kind { TASK_ITEM, TASK_POLL, TASK_FANOUT, TASK_RECONCILE, TASK_WEBHOOK };
 
 struct task_body {
     enum task_kind kind;
@@ -34,6 +35,7 @@ struct task_body {
     int64_t start, end; /* TASK_FANOUT: item indexes [start, end) */
     int64_t resubmit;   /* TASK_ITEM: > 0 for a new submission after a failed job */
     bool cancel;        /* TASK_POLL: sent by a cancellation, ahead of the schedule */
+    char event[32];     /* TASK_WEBHOOK: batch.completed | batch.cancelled */
     int64_t round;      /* TASK_RECONCILE: 1, 2, ...; TASK_ITEM/POLL: > 0 when a reconcile
                            round sent it (part of the name, so each round can re-drive once) */
 };

@@ -133,6 +133,7 @@ struct sim {
     json_t *by_image;  /* {"<sha256 16 hex>": calls} */
     json_t *by_status; /* {"200": n, ...} */
     struct sim_video *video;
+    json_t *hooks; /* {"<name>": [{"headers": {...}, "body": ..., "status": n}]} */
 };
 
 /* xorshift64*: deterministic per seed, good enough to pick faults. */
@@ -1135,6 +1136,59 @@ static void handle_demo(struct http_request *req, struct http_response *resp, vo
     image_release(&img);
 }
 
+/*
+ * A webhook receiver for tests: POST /hooks/{name}[?fail=N] records each
+ * delivery (the Standard Webhooks headers and the body) and answers 503 to
+ * the first N of them; GET /hooks/{name} lists what was received.
+ */
+static void handle_hook_post(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct sim *s = ud;
+    const char *name = http_request_param(req, "name"), *fail = http_request_query(req, "fail");
+    static const char *const wanted[] = {"webhook-id", "webhook-timestamp", "webhook-signature",
+                                         "Content-Type"};
+    json_t *headers = json_object(), *list;
+    size_t len, i;
+    const char *body = http_request_body(req, &len);
+    int64_t fail_n = 0;
+    int status;
+
+    for (i = 0; i < ARRAY_SIZE(wanted); i++) {
+        const char *v = http_request_header(req, wanted[i]);
+
+        if (v)
+            json_object_set_new(headers, wanted[i], json_string(v));
+    }
+    if (fail)
+        str_to_i64(fail, 0, 1000, &fail_n);
+    pthread_mutex_lock(&s->lock);
+    list = json_object_get(s->hooks, name);
+    if (!list) {
+        list = json_array();
+        json_object_set_new(s->hooks, name, list);
+    }
+    status = (int64_t)json_array_size(list) < fail_n ? 503 : 200;
+    if (json_array_size(list) < 1000)
+        json_array_append_new(list, json_pack("{s:o, s:s%, s:i}", "headers", headers, "body", body,
+                                              len, "status", status));
+    else
+        json_decref(headers);
+    pthread_mutex_unlock(&s->lock);
+    http_respond_json(resp, status, json_pack("{s:b}", "ok", status == 200));
+}
+
+static void handle_hook_get(struct http_request *req, struct http_response *resp, void *ud)
+{
+    struct sim *s = ud;
+    json_t *list;
+
+    pthread_mutex_lock(&s->lock);
+    list = json_object_get(s->hooks, http_request_param(req, "name"));
+    list = list ? json_deep_copy(list) : json_array();
+    pthread_mutex_unlock(&s->lock);
+    http_respond_json(resp, 200, json_pack("{s:o}", "received", list));
+}
+
 static void handle_healthz(struct http_request *req, struct http_response *resp, void *ud)
 {
     UNUSED(req);
@@ -1178,6 +1232,7 @@ static void sim_release(struct sim *s)
         free(s->models[i]);
     json_decref(s->by_image);
     json_decref(s->by_status);
+    json_decref(s->hooks);
     sim_video_free(s->video);
     pthread_mutex_destroy(&s->lock);
 }
@@ -1219,6 +1274,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&s.lock, NULL);
     s.by_image = json_object();
     s.by_status = json_object();
+    s.hooks = json_object();
     s.api_key = cfg.api_key;
     s.faults.fail_rate = cfg.fail_rate;
     s.faults.timeout_rate = cfg.timeout_rate;
@@ -1271,6 +1327,8 @@ int main(int argc, char **argv)
     http_server_route(srv, "POST", "/stats/reset", 0, handle_stats_reset, &s);
     http_server_route(srv, "GET", "/demo/{name}", 0, handle_demo, &s);
     http_server_route(srv, "GET", "/healthz", 0, handle_healthz, &s);
+    http_server_route(srv, "POST", "/hooks/{name}", 0, handle_hook_post, &s);
+    http_server_route(srv, "GET", "/hooks/{name}", 0, handle_hook_get, &s);
     sim_video_routes(s.video, srv);
     if (http_server_start(srv, &err) != ST_OK)
         goto fail;

@@ -5,6 +5,8 @@
 
 #include "check_main.h"
 #include "core/json.h"
+#include "batch/batch.h"
+#include "core/timeutil.h"
 #include "harness.h"
 
 START_TEST(progress_events_until_completion)
@@ -114,6 +116,73 @@ START_TEST(list_of_a_users_batches)
 }
 END_TEST
 
+START_TEST(signed_completion_webhook_retried_until_delivered)
+{
+    /* whsec_ + base64 of "0123456789abcdef01234567" */
+    static const char *const worker[] = {"WEBHOOK_SECRET=whsec_MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3",
+                                         NULL};
+    static const unsigned char key[] = "0123456789abcdef01234567";
+    struct stack_opts o = {.worker_env = worker};
+    struct stack s;
+    json_t *body, *res, *hooks = NULL, *first, *last, *payload;
+    char url[256], sig[128];
+    const char *id;
+    long status;
+    int64_t deadline;
+    size_t i;
+
+    stack_start(&s, &o);
+    body = json_pack("{s:[o, o], s:s, s:o}", "images", json_sprintf("%s/demo/1.png", s.sim_url),
+                     json_sprintf("%s/demo/2.png", s.sim_url), "userId", "crm-h", "webhookUrl",
+                     json_sprintf("%s/hooks/h1?fail=2", s.sim_url));
+    snprintf(url, sizeof(url), "%s/api/batch/create", s.creator_url);
+    res = http_json_call(&s, "POST", url, body, NULL, &status);
+    ck_assert_int_eq(status, 201);
+    id = json_str_or(res, "batchId", "");
+    /* Two refusals, then the delivery that sticks. */
+    snprintf(url, sizeof(url), "%s/hooks/h1", s.sim_url);
+    deadline = time_mono_ms() + 60000;
+    for (;;) {
+        json_decref(hooks);
+        hooks = http_json_call(&s, "GET", url, NULL, NULL, &status);
+        if (json_array_size(json_object_get(hooks, "received")) >= 3)
+            break;
+        ck_assert(time_mono_ms() < deadline);
+        time_sleep_ms(100);
+    }
+    time_sleep_ms(500); /* nothing more arrives after the 2xx */
+    json_decref(hooks);
+    hooks = http_json_call(&s, "GET", url, NULL, NULL, &status);
+    ck_assert_uint_eq(json_array_size(json_object_get(hooks, "received")), 3);
+    first = json_array_get(json_object_get(hooks, "received"), 0);
+    last = json_array_get(json_object_get(hooks, "received"), 2);
+    ck_assert_int_eq(json_int_or(last, "status", 0), 200);
+    json_array_foreach(json_object_get(hooks, "received"), i, payload)
+    {
+        const json_t *h = json_object_get(payload, "headers");
+        const char *ts = json_str_or(h, "webhook-timestamp", "0");
+
+        /* The same id every time, so the partner can drop duplicates; each attempt signed. */
+        ck_assert_str_eq(json_str_or(h, "webhook-id", ""),
+                         json_str_or(json_object_get(first, "headers"), "webhook-id", "x"));
+        webhook_signature(key, sizeof(key) - 1, json_str_or(h, "webhook-id", ""),
+                          strtoll(ts, NULL, 10), json_str_or(payload, "body", ""), sig,
+                          sizeof(sig));
+        ck_assert_str_eq(json_str_or(h, "webhook-signature", ""), sig);
+    }
+    payload = json_loads(json_str_or(last, "body", ""), 0, NULL);
+    ck_assert_str_eq(json_str_or(payload, "type", ""), "batch.completed");
+    ck_assert_str_eq(json_str_or(json_object_get(payload, "data"), "batchId", ""), id);
+    ck_assert_str_eq(json_str_or(json_object_get(payload, "data"), "status", ""), "completed");
+    ck_assert_int_eq(json_int_or(json_object_get(payload, "data"), "successCount", 0), 2);
+    json_decref(payload);
+    json_decref(hooks);
+    json_decref(res);
+    json_decref(body);
+    stack_stop(&s);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *su = suite_create("e2e_api");
@@ -122,6 +191,7 @@ static Suite *suite(void)
     tcase_set_timeout(tc, 120);
     tcase_add_test(tc, progress_events_until_completion);
     tcase_add_test(tc, list_of_a_users_batches);
+    tcase_add_test(tc, signed_completion_webhook_retried_until_delivered);
     suite_add_tcase(su, tc);
     return su;
 }

@@ -1,6 +1,8 @@
 #include <string.h>
 
+#include "batch/batch.h"
 #include "batch/lang.h"
+#include "core/codec.h"
 #include "batch/model.h"
 #include "batch/request.h"
 #include "batch/tasks.h"
@@ -220,6 +222,21 @@ START_TEST(ids_and_shards)
 }
 END_TEST
 
+/* The Standard Webhooks reference vector (secret whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw). */
+START_TEST(webhook_signature_vector)
+{
+    struct buf key;
+    char sig[128];
+
+    buf_init(&key, 64);
+    ck_assert_int_eq(base64_decode(&key, "MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw", 32), ST_OK);
+    webhook_signature((const unsigned char *)key.data, key.len, "msg_p5jXN8AQM9LWM0D4loKWxJek",
+                      1614265330, "{\"test\": 2432232314}", sig, sizeof(sig));
+    ck_assert_str_eq(sig, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    buf_release(&key);
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("batch_request");
@@ -232,6 +249,7 @@ static Suite *suite(void)
     tcase_add_test(tc, languages);
     tcase_add_test(tc, task_bodies);
     tcase_add_test(tc, ids_and_shards);
+    tcase_add_test(tc, webhook_signature_vector);
     suite_add_tcase(s, tc);
     return s;
 }
