@@ -67,10 +67,12 @@ START_TEST(manual_retry_after_recovery)
 {
     static const char *const queue =
         "{\"name\":\"q\",\"rateLimits\":{\"maxDispatchesPerSecond\":200,"
-        "\"maxConcurrentDispatches\":10},\"retryConfig\":{\"maxAttempts\":2,"
+        "\"maxConcurrentDispatches\":10},\"retryConfig\":{\"maxAttempts\":3,"
         "\"minBackoff\":\"0.1s\",\"maxBackoff\":\"0.2s\",\"maxDoublings\":1},"
         "\"dispatchDeadline\":\"15s\"}";
-    struct stack_opts o = {.queue_json = queue};
+    /* The failing provider opens its circuit; it must be able to close once it recovers. */
+    static const char *const worker[] = {"BREAKER_OPEN_MS=300", NULL};
+    struct stack_opts o = {.queue_json = queue, .worker_env = worker};
     struct stack s;
     long status;
     char id[128], url[256];
@@ -87,6 +89,7 @@ START_TEST(manual_retry_after_recovery)
     json_decref(doc);
 
     sim_control(&s, "{\"failRate\": 0.0}");
+    time_sleep_ms(400); /* past the breaker's open period */
     snprintf(url, sizeof(url), "%s/api/batch/%s/retry", s.creator_url, id);
     res = http_json_call(&s, "POST", url, NULL, NULL, &status);
     ck_assert_int_eq(status, 200);
