@@ -132,3 +132,38 @@ char *xstrdup(const char *s)
     memcpy(p, s, n);
     return p;
 }
+
+size_t str_bounded_len(const char *s, size_t max)
+{
+    size_t n = strnlen(s, max + 1);
+
+    if (n <= max)
+        return n;
+    n = max;
+    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
+        n--;
+    return n;
+}
+
+char *str_dup_bounded(const char *s, size_t max)
+{
+    size_t n;
+    char *p;
+
+    if (!s)
+        return NULL;
+    n = str_bounded_len(s, max);
+    p = xmalloc(n + 1);
+    memcpy(p, s, n);
+    p[n] = '\0';
+    return p;
+}
+
+int64_t i64_add_sat(int64_t a, int64_t b)
+{
+    int64_t r;
+
+    if (__builtin_add_overflow(a, b, &r))
+        return b > 0 ? INT64_MAX : INT64_MIN;
+    return r;
+}

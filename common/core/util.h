@@ -55,6 +55,15 @@ bool str_to_i64(const char *s, int64_t min, int64_t max, int64_t *out);
 /* Parses a whole finite double. Returns false on any error. */
 bool str_to_double(const char *s, double *out);
 
+/* Length of s cut to at most max bytes, never inside a UTF-8 sequence. */
+size_t str_bounded_len(const char *s, size_t max);
+
+/* Heap copy of at most max bytes of s (str_bounded_len), NULL stays NULL. */
+char *str_dup_bounded(const char *s, size_t max);
+
+/* a + b, saturating at the int64 limits instead of overflowing. */
+int64_t i64_add_sat(int64_t a, int64_t b);
+
 /* Returns a heap copy of s (NULL stays NULL); aborts on allocation failure. */
 char *xstrdup(const char *s);
 

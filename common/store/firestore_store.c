@@ -75,42 +75,6 @@ static enum status check_item_ids(const char *batch_id, const char *item_id, str
     return check_id(item_id, ITEM_ID_MAX, "item id", err);
 }
 
-/* Length of s cut to at most max bytes, not inside a UTF-8 sequence. */
-static size_t bounded_len(const char *s, size_t max)
-{
-    size_t n = strnlen(s, max + 1);
-
-    if (n <= max)
-        return n;
-    n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
-}
-
-static char *dup_bounded(const char *s, size_t max)
-{
-    size_t n;
-    char *p;
-
-    if (!s)
-        return NULL;
-    n = bounded_len(s, max);
-    p = xmalloc(n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-static int64_t add_sat(int64_t a, int64_t b)
-{
-    int64_t r;
-
-    if (__builtin_add_overflow(a, b, &r))
-        return b > 0 ? INT64_MAX : INT64_MIN;
-    return r;
-}
-
 /* ---- names ------------------------------------------------------------------ */
 
 static enum status batch_name(struct fstore *st, const char *batch_id, char *out, struct error *err)
@@ -817,7 +781,7 @@ static enum status fs_create_batch(void *state, const struct batch *b, struct ba
         set(f, "key", v_str(b->idempotency_key));
         set(f, "batchId", v_str(b->id));
         set(f, "requestHash", v_str(b->request_hash));
-        set(f, "expiresAt", firestore_value_timestamp(add_sat(b->created_at, st->idem_ttl_us)));
+        set(f, "expiresAt", firestore_value_timestamp(i64_add_sat(b->created_at, st->idem_ttl_us)));
         w = firestore_write_set(iname, f);
         firestore_write_exists(w, false);
         json_array_append_new(writes, w);
@@ -1295,7 +1259,7 @@ static enum status item_begin_fn(struct firestore_tx *tx, void *ud, struct error
     }
     it->status = ITEM_PROCESSING;
     it->attempts++;
-    it->lease_until = add_sat(a->now, a->lease_us);
+    it->lease_until = i64_add_sat(a->now, a->lease_us);
     if (!it->started_at)
         it->started_at = a->now;
     firestore_tx_write(tx, item_state_write(a->iname, it, shard));
@@ -1414,7 +1378,7 @@ static enum status item_release_fn(struct firestore_tx *tx, void *ud, struct err
         it.has_error = true;
         str_copy(it.error.code, sizeof(it.error.code), a->error_code);
         free(it.error.message);
-        it.error.message = dup_bounded(a->error_message, FIRESTORE_STORE_MESSAGE_MAX);
+        it.error.message = str_dup_bounded(a->error_message, FIRESTORE_STORE_MESSAGE_MAX);
         it.error.retryable = true;
     }
     firestore_tx_write(tx, item_state_write(a->iname, &it, shard));
@@ -1501,7 +1465,7 @@ static enum status item_finish_fn(struct firestore_tx *tx, void *ud, struct erro
             it.has_error = true;
             str_copy(it.error.code, sizeof(it.error.code), o->error_code);
             free(it.error.message);
-            it.error.message = dup_bounded(o->error_message, FIRESTORE_STORE_MESSAGE_MAX);
+            it.error.message = str_dup_bounded(o->error_message, FIRESTORE_STORE_MESSAGE_MAX);
             it.error.retryable = o->retryable;
         }
     }
@@ -1574,12 +1538,12 @@ static enum status shard_counts_add(const json_t *doc, struct batch_counts *n)
         !d_int(f, "failure", &v[2]) || !d_int(f, "cancelled", &v[3]) ||
         !d_int(f, "durationMsSum", &v[4]) || !d_int(f, "costMicros", &v[5]))
         return ST_INTERNAL;
-    n->processed = add_sat(n->processed, v[0]);
-    n->success = add_sat(n->success, v[1]);
-    n->failure = add_sat(n->failure, v[2]);
-    n->cancelled = add_sat(n->cancelled, v[3]);
-    n->duration_ms_sum = add_sat(n->duration_ms_sum, v[4]);
-    n->cost_micros = add_sat(n->cost_micros, v[5]);
+    n->processed = i64_add_sat(n->processed, v[0]);
+    n->success = i64_add_sat(n->success, v[1]);
+    n->failure = i64_add_sat(n->failure, v[2]);
+    n->cancelled = i64_add_sat(n->cancelled, v[3]);
+    n->duration_ms_sum = i64_add_sat(n->duration_ms_sum, v[4]);
+    n->cost_micros = i64_add_sat(n->cost_micros, v[5]);
     return ST_OK;
 }
 
@@ -2011,10 +1975,10 @@ static enum status fs_put_dead_letter(void *state, const struct dead_letter *dl,
     set(f, "generation", firestore_value_int(dl->generation));
     set(f, "errorCode", v_str(dl->error_code));
     set(f, "errorMessage",
-        dl->error_message
-            ? firestore_value_stringn(dl->error_message,
-                                      bounded_len(dl->error_message, FIRESTORE_STORE_MESSAGE_MAX))
-            : firestore_value_null());
+        dl->error_message ? firestore_value_stringn(
+                                dl->error_message,
+                                str_bounded_len(dl->error_message, FIRESTORE_STORE_MESSAGE_MAX))
+                          : firestore_value_null());
     set(f, "attempts", firestore_value_int(dl->attempts));
     put_json(f, "history", "historyJson", dl->history);
     set(f, "createdAt", firestore_value_timestamp(dl->now));

@@ -525,42 +525,6 @@ static enum status check_fits(const char *s, size_t cap, const char *what, struc
     return ST_OK;
 }
 
-/* Length of s cut to at most max bytes, not inside a UTF-8 sequence. */
-static size_t bounded_len(const char *s, size_t max)
-{
-    size_t n = strnlen(s, max + 1);
-
-    if (n <= max)
-        return n;
-    n = max;
-    while (n > 0 && ((unsigned char)s[n] & 0xC0) == 0x80)
-        n--;
-    return n;
-}
-
-static char *dup_bounded(const char *s, size_t max)
-{
-    size_t n;
-    char *p;
-
-    if (!s)
-        return NULL;
-    n = bounded_len(s, max);
-    p = xmalloc(n + 1);
-    memcpy(p, s, n);
-    p[n] = '\0';
-    return p;
-}
-
-static int64_t add_sat(int64_t a, int64_t b)
-{
-    int64_t r;
-
-    if (__builtin_add_overflow(a, b, &r))
-        return b > 0 ? INT64_MAX : INT64_MIN;
-    return r;
-}
-
 static enum status col_str(sqlite3_stmt *st, int col, char *dst, size_t cap, const char *what,
                            struct error *err)
 {
@@ -993,7 +957,7 @@ static enum status create_tx(struct conn *c, void *arg, struct error *err)
         b_text(c, st, 2, b->idempotency_key);
         b_text(c, st, 3, b->id);
         b_str(c, st, 4, b->request_hash);
-        b_int(c, st, 5, add_sat(b->created_at, IDEM_TTL_US));
+        b_int(c, st, 5, i64_add_sat(b->created_at, IDEM_TTL_US));
         if ((s = exec_st(c, st, NULL, err)))
             return s;
     }
@@ -1390,7 +1354,7 @@ static enum status item_begin_tx(struct conn *c, void *arg, struct error *err)
     }
     it->status = ITEM_PROCESSING;
     it->attempts++;
-    it->lease_until = add_sat(a->now, a->lease_us);
+    it->lease_until = i64_add_sat(a->now, a->lease_us);
     if (!it->started_at)
         it->started_at = a->now;
     if ((s = item_store(c, it, shard, err)))
@@ -1504,7 +1468,7 @@ static enum status item_release_tx(struct conn *c, void *arg, struct error *err)
         it.has_error = true;
         str_copy(it.error.code, sizeof(it.error.code), a->error_code);
         free(it.error.message);
-        it.error.message = dup_bounded(a->error_message, ITEM_ERROR_MESSAGE_MAX);
+        it.error.message = str_dup_bounded(a->error_message, ITEM_ERROR_MESSAGE_MAX);
         it.error.retryable = true;
     }
     s = item_store(c, &it, shard, err);
@@ -1590,7 +1554,7 @@ static enum status item_finish_tx(struct conn *c, void *arg, struct error *err)
             it.has_error = true;
             str_copy(it.error.code, sizeof(it.error.code), o->error_code);
             free(it.error.message);
-            it.error.message = dup_bounded(o->error_message, ITEM_ERROR_MESSAGE_MAX);
+            it.error.message = str_dup_bounded(o->error_message, ITEM_ERROR_MESSAGE_MAX);
             it.error.retryable = o->retryable;
         }
     }
@@ -1937,7 +1901,7 @@ static enum status dead_letter_tx(struct conn *c, void *arg, struct error *err)
     b_str(c, st, 4, dl->error_code);
     if (dl->error_message)
         b_textn(c, st, 5, dl->error_message,
-                bounded_len(dl->error_message, ITEM_ERROR_MESSAGE_MAX));
+                str_bounded_len(dl->error_message, ITEM_ERROR_MESSAGE_MAX));
     b_int(c, st, 6, dl->attempts);
     b_text(c, st, 7, history);
     b_int(c, st, 8, dl->now);

@@ -75,6 +75,24 @@ START_TEST(buffer_bound)
 }
 END_TEST
 
+START_TEST(bounded_strings)
+{
+    char *p;
+
+    ck_assert_uint_eq(str_bounded_len("abc", 10), 3);
+    ck_assert_uint_eq(str_bounded_len("abcdef", 4), 4);
+    /* "aé" is 61 c3 a9: cutting at 2 would split the é */
+    ck_assert_uint_eq(str_bounded_len("a\xc3\xa9", 2), 1);
+    p = str_dup_bounded("a\xc3\xa9z", 2);
+    ck_assert_str_eq(p, "a");
+    free(p);
+    ck_assert_ptr_null(str_dup_bounded(NULL, 3));
+    ck_assert_int_eq(i64_add_sat(INT64_MAX, 1), INT64_MAX);
+    ck_assert_int_eq(i64_add_sat(INT64_MIN, -1), INT64_MIN);
+    ck_assert_int_eq(i64_add_sat(2, 3), 5);
+}
+END_TEST
+
 START_TEST(ids)
 {
     char a[40], b[40], uuid[37], trace[33];
@@ -106,6 +124,7 @@ static Suite *suite(void)
     tcase_add_test(tc, copies_truncate);
     tcase_add_test(tc, buffer_bound);
     tcase_add_test(tc, ids);
+    tcase_add_test(tc, bounded_strings);
     suite_add_tcase(s, tc);
     return s;
 }
