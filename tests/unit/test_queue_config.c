@@ -1,3 +1,4 @@
+#include <stdio.h>
 #include <string.h>
 
 #include "check_main.h"
@@ -90,6 +91,28 @@ START_TEST(durations_format)
 }
 END_TEST
 
+/* The other deploy/ definitions are at least valid JSON of the expected shape. */
+START_TEST(deploy_files_parse)
+{
+    static const char *const files[] = {"/deploy/monitoring/alerts.json",
+                                        "/deploy/monitoring/dashboard.json",
+                                        "/deploy/firestore.indexes.json"};
+    json_error_t jerr;
+    size_t i;
+
+    for (i = 0; i < sizeof(files) / sizeof(files[0]); i++) {
+        char path[1024];
+        json_t *v;
+
+        snprintf(path, sizeof(path), "%s%s", SOURCE_DIR, files[i]);
+        v = json_load_file(path, JSON_REJECT_DUPLICATES, &jerr);
+        ck_assert_msg(v != NULL, "%s: %s", path, jerr.text);
+        ck_assert(json_is_array(v) || json_is_object(v));
+        json_decref(v);
+    }
+}
+END_TEST
+
 static Suite *suite(void)
 {
     Suite *s = suite_create("queue_config");
@@ -99,6 +122,7 @@ static Suite *suite(void)
     tcase_add_test(tc, defaults_fill_gaps);
     tcase_add_loop_test(tc, rejects, 0, sizeof(bad) / sizeof(bad[0]));
     tcase_add_test(tc, durations);
+    tcase_add_test(tc, deploy_files_parse);
     tcase_add_test(tc, durations_format);
     suite_add_tcase(s, tc);
     return s;
