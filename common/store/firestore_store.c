@@ -2005,6 +2005,105 @@ static enum status cache_name(struct fstore *st, const char *key, char *out, str
     return firestore_name(st->fs, out, NAME_CAP, err, "result_cache", key, NULL);
 }
 
+/* ---- API keys and rate limits ---------------------------------------------- */
+
+static enum status fs_api_key_put(void *state, const struct api_key *k, struct error *err)
+{
+    struct fstore *st = state;
+    char name[NAME_CAP];
+    json_t *f, *writes;
+    enum status s;
+
+    if ((s = check_id(k->hash, 65, "api key hash", err)) ||
+        (s = firestore_name(st->fs, name, NAME_CAP, err, "api_keys", k->hash, NULL)))
+        return s;
+    f = json_object();
+    set(f, "userId", v_str(k->user_id));
+    set(f, "name", v_str(k->name));
+    set(f, "disabled", json_pack("{s:b}", "booleanValue", k->disabled));
+    set(f, "createdAt", firestore_value_timestamp(k->created_at));
+    writes = json_array();
+    json_array_append_new(writes, firestore_write_set(name, f));
+    s = firestore_commit(st->fs, writes, NULL, NULL, err);
+    json_decref(writes);
+    return s;
+}
+
+static enum status fs_api_key_get(void *state, const char *hash, struct api_key *out,
+                                  struct error *err)
+{
+    struct fstore *st = state;
+    char name[NAME_CAP];
+    const json_t *f;
+    json_t *doc = NULL;
+    int64_t created = 0;
+    enum status s;
+
+    memset(out, 0, sizeof(*out));
+    if ((s = check_id(hash, 65, "api key hash", err)) ||
+        (s = firestore_name(st->fs, name, NAME_CAP, err, "api_keys", hash, NULL)))
+        return s;
+    s = firestore_get(st->fs, name, NULL, &doc, err);
+    if (s == ST_NOT_FOUND)
+        return error_set(err, ST_NOT_FOUND, NULL, "unknown api key");
+    if (s)
+        return s;
+    f = firestore_doc_fields(doc);
+    if (!d_str(f, "userId", out->user_id, sizeof(out->user_id))) {
+        json_decref(doc);
+        return corrupt(err, "api key", hash, "userId");
+    }
+    d_str(f, "name", out->name, sizeof(out->name));
+    out->disabled = json_is_true(json_object_get(json_object_get(f, "disabled"), "booleanValue"));
+    if (firestore_value_get_timestamp(json_object_get(f, "createdAt"), &created))
+        out->created_at = created;
+    str_copy(out->hash, sizeof(out->hash), hash);
+    json_decref(doc);
+    return ST_OK;
+}
+
+/*
+ * One increment transform per request, the new total read back from the
+ * commit: no transaction, so concurrent requests of a user never contend.
+ */
+static enum status fs_rate_count(void *state, const char *user_id, const char *kind, int64_t window,
+                                 int64_t amount, int64_t *total, struct error *err)
+{
+    struct fstore *st = state;
+    char id[USER_ID_MAX + 64], hex[65], name[NAME_CAP];
+    json_t *w, *writes, *resp = NULL, *v;
+    enum status s;
+
+    /* User ids are free text: the document id is a hash of them. */
+    snprintf(id, sizeof(id), "%s\n%s\n%lld", user_id, kind, (long long)window);
+    sha256_hex(id, strlen(id), hex);
+    if ((s = firestore_name(st->fs, name, NAME_CAP, err, "rate_limits", hex, NULL)))
+        return s;
+    /* expiresAt lets a TTL policy (deploy/firestore.indexes.json) drop old windows. */
+    {
+        json_t *f = json_object();
+
+        set(f, "expiresAt", firestore_value_timestamp(time_now_us() + 2 * 3600 * 1000000LL));
+        w = firestore_write_update(name, f);
+    }
+    firestore_write_increment(w, "count", firestore_value_int(amount));
+    writes = json_array();
+    json_array_append_new(writes, w);
+    s = firestore_commit(st->fs, writes, NULL, &resp, err);
+    json_decref(writes);
+    if (s)
+        return s;
+    v = json_array_get(json_object_get(json_array_get(json_object_get(resp, "writeResults"), 0),
+                                       "transformResults"),
+                       0);
+    if (!firestore_value_get_int(v, total)) {
+        json_decref(resp);
+        return error_set(err, ST_INTERNAL, NULL, "rate counter answer without a total");
+    }
+    json_decref(resp);
+    return ST_OK;
+}
+
 static enum status fs_cache_get(void *state, const char *key, struct item_result *out,
                                 struct error *err)
 {
@@ -2108,6 +2207,9 @@ static const struct store_ops firestore_ops = {
     .item_drop_job = fs_item_drop_job,
     .cache_get = fs_cache_get,
     .cache_put = fs_cache_put,
+    .api_key_put = fs_api_key_put,
+    .api_key_get = fs_api_key_get,
+    .rate_count = fs_rate_count,
 };
 
 struct store *store_firestore_open(const struct firestore_store_options *o, struct error *err)

@@ -116,6 +116,20 @@ static const char schema_v1[] =
     " expires_at INTEGER NOT NULL,"
     " PRIMARY KEY (user_id, key));";
 
+/* Version 3: API keys and rate-limit windows. */
+static const char schema_v3[] = "CREATE TABLE IF NOT EXISTS api_keys ("
+                                " hash TEXT NOT NULL PRIMARY KEY,"
+                                " user_id TEXT NOT NULL,"
+                                " name TEXT NOT NULL,"
+                                " disabled INTEGER NOT NULL,"
+                                " created_at INTEGER NOT NULL);"
+                                "CREATE TABLE IF NOT EXISTS rate_limits ("
+                                " user_id TEXT NOT NULL,"
+                                " kind TEXT NOT NULL,"
+                                " window INTEGER NOT NULL,"
+                                " count INTEGER NOT NULL,"
+                                " PRIMARY KEY (user_id, kind, window)) WITHOUT ROWID;";
+
 /* Version 2: the actual cost of items and shards, and the result cache. */
 static const char schema_v2[] =
     "ALTER TABLE items ADD COLUMN result_cost_micros INTEGER NOT NULL DEFAULT 0;"
@@ -172,6 +186,10 @@ enum q {
     Q_DEAD_LETTER_PUT,
     Q_CACHE_GET,
     Q_CACHE_PUT,
+    Q_KEY_PUT,
+    Q_KEY_GET,
+    Q_RATE_ADD,
+    Q_RATE_PURGE,
     Q__COUNT
 };
 
@@ -246,6 +264,16 @@ static const char *const sql[Q__COUNT] = {
                     "WHERE key = ?1",
     [Q_CACHE_PUT] = "INSERT INTO result_cache (key, result_key, content_type, bytes, provider, "
                     "created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (key) DO NOTHING",
+    [Q_KEY_PUT] =
+        "INSERT INTO api_keys (hash, user_id, name, disabled, created_at) VALUES "
+        "(?1, ?2, ?3, ?4, ?5) ON CONFLICT (hash) DO UPDATE SET user_id = excluded.user_id, "
+        "name = excluded.name, disabled = excluded.disabled",
+    [Q_KEY_GET] = "SELECT user_id, name, disabled, created_at FROM api_keys WHERE hash = ?1",
+    [Q_RATE_ADD] =
+        "INSERT INTO rate_limits (user_id, kind, window, count) VALUES (?1, ?2, ?3, ?4) "
+        "ON CONFLICT (user_id, kind, window) DO UPDATE SET count = count + excluded.count "
+        "RETURNING count",
+    [Q_RATE_PURGE] = "DELETE FROM rate_limits WHERE user_id = ?1 AND kind = ?2 AND window < ?3",
 };
 
 /* ---- connections and the pool ----------------------------------------- */
@@ -1995,6 +2023,120 @@ static enum status sqlite_cache_put(void *state, const char *key, const struct i
     return run_tx(state, "write result cache", true, cache_put_tx, &a, err);
 }
 
+/* ---- API keys and rate limits ----------------------------------------- */
+
+struct key_args {
+    const struct api_key *in;
+    const char *hash;
+    struct api_key *out;
+};
+
+static enum status key_put_tx(struct conn *c, void *arg, struct error *err)
+{
+    struct key_args *a = arg;
+    sqlite3_stmt *st = NULL;
+    enum status s;
+
+    if ((s = prep(c, Q_KEY_PUT, &st, err)))
+        return s;
+    b_text(c, st, 1, a->in->hash);
+    b_text(c, st, 2, a->in->user_id);
+    b_str(c, st, 3, a->in->name);
+    b_int(c, st, 4, a->in->disabled);
+    b_int(c, st, 5, a->in->created_at);
+    return exec_st(c, st, NULL, err);
+}
+
+static enum status sqlite_api_key_put(void *state, const struct api_key *k, struct error *err)
+{
+    struct key_args a = {k, NULL, NULL};
+    enum status s;
+
+    if ((s = check_str(k->hash, sizeof(k->hash), "api key hash", err)) ||
+        (s = check_str(k->user_id, USER_ID_MAX, "user id", err)))
+        return s;
+    return run_tx(state, "store api key", true, key_put_tx, &a, err);
+}
+
+static enum status key_get_tx(struct conn *c, void *arg, struct error *err)
+{
+    struct key_args *a = arg;
+    sqlite3_stmt *st = NULL;
+    enum status s;
+    bool row;
+
+    if ((s = prep(c, Q_KEY_GET, &st, err)))
+        return s;
+    b_text(c, st, 1, a->hash);
+    if ((s = step(c, st, &row, err)))
+        return s;
+    if (!row)
+        return error_set(err, ST_NOT_FOUND, NULL, "unknown api key");
+    memset(a->out, 0, sizeof(*a->out));
+    str_copy(a->out->hash, sizeof(a->out->hash), a->hash);
+    if ((s = col_str(st, 0, a->out->user_id, sizeof(a->out->user_id), "key user", err)) ||
+        (s = col_str(st, 1, a->out->name, sizeof(a->out->name), "key name", err)))
+        return s;
+    a->out->disabled = sqlite3_column_int(st, 2) != 0;
+    a->out->created_at = sqlite3_column_int64(st, 3);
+    return ST_OK;
+}
+
+static enum status sqlite_api_key_get(void *state, const char *hash, struct api_key *out,
+                                      struct error *err)
+{
+    struct key_args a = {NULL, hash, out};
+    enum status s;
+
+    if ((s = check_str(hash, 65, "api key hash", err)))
+        return s;
+    return run_tx(state, "read api key", false, key_get_tx, &a, err);
+}
+
+struct rate_args {
+    const char *user_id, *kind;
+    int64_t window, amount, *total;
+};
+
+static enum status rate_tx(struct conn *c, void *arg, struct error *err)
+{
+    struct rate_args *a = arg;
+    sqlite3_stmt *st = NULL;
+    enum status s;
+    bool row;
+
+    if ((s = prep(c, Q_RATE_ADD, &st, err)))
+        return s;
+    b_text(c, st, 1, a->user_id);
+    b_text(c, st, 2, a->kind);
+    b_int(c, st, 3, a->window);
+    b_int(c, st, 4, a->amount);
+    if ((s = step(c, st, &row, err)))
+        return s;
+    *a->total = row ? sqlite3_column_int64(st, 0) : a->amount;
+    sqlite3_reset(st);
+    /* Old windows are dead weight: the caller's write drops them. */
+    if ((s = prep(c, Q_RATE_PURGE, &st, err)))
+        return s;
+    b_text(c, st, 1, a->user_id);
+    b_text(c, st, 2, a->kind);
+    b_int(c, st, 3, a->window - 1);
+    return exec_st(c, st, NULL, err);
+}
+
+static enum status sqlite_rate_count(void *state, const char *user_id, const char *kind,
+                                     int64_t window, int64_t amount, int64_t *total,
+                                     struct error *err)
+{
+    struct rate_args a = {user_id, kind, window, amount, total};
+    enum status s;
+
+    if ((s = check_str(user_id, USER_ID_MAX, "user id", err)) ||
+        (s = check_str(kind, 32, "rate kind", err)))
+        return s;
+    return run_tx(state, "count rate", true, rate_tx, &a, err);
+}
+
 /* ---- open and close --------------------------------------------------- */
 
 static void sqlite_close(void *state)
@@ -2102,6 +2244,11 @@ static enum status schema_tx(struct conn *c, void *arg, struct error *err)
         if (rc != SQLITE_OK)
             return db_error(c, rc, "cannot upgrade schema to version 2", err);
     }
+    if (version < 3) {
+        rc = sqlite3_exec(c->db, schema_v3, NULL, NULL, NULL);
+        if (rc != SQLITE_OK)
+            return db_error(c, rc, "cannot upgrade schema to version 3", err);
+    }
     /* PRAGMA takes no parameters; the value is our own constant. */
     str_printf(pragma, sizeof(pragma), "PRAGMA user_version = %d", SQLITE_STORE_SCHEMA_VERSION);
     rc = sqlite3_exec(c->db, pragma, NULL, NULL, NULL);
@@ -2163,6 +2310,9 @@ static const struct store_ops sqlite_ops = {
     .item_drop_job = sqlite_item_drop_job,
     .cache_get = sqlite_cache_get,
     .cache_put = sqlite_cache_put,
+    .api_key_put = sqlite_api_key_put,
+    .api_key_get = sqlite_api_key_get,
+    .rate_count = sqlite_rate_count,
 };
 
 struct store *store_sqlite_open(const char *path, struct error *err)

@@ -58,7 +58,7 @@
 #include "core/error.h"
 #include "store/store.h"
 
-#define SQLITE_STORE_SCHEMA_VERSION 2
+#define SQLITE_STORE_SCHEMA_VERSION 3
 #define SQLITE_STORE_POOL_SIZE      8
 #define ITEM_ERROR_MESSAGE_MAX      2048
 

@@ -150,3 +150,20 @@ enum status store_cache_put(struct store *s, const char *key, const struct item_
 {
     return s->ops->cache_put(s->state, key, result, now, err);
 }
+
+enum status store_api_key_put(struct store *s, const struct api_key *k, struct error *err)
+{
+    return s->ops->api_key_put(s->state, k, err);
+}
+
+enum status store_api_key_get(struct store *s, const char *hash, struct api_key *out,
+                              struct error *err)
+{
+    return s->ops->api_key_get(s->state, hash, out, err);
+}
+
+enum status store_rate_count(struct store *s, const char *user_id, const char *kind, int64_t window,
+                             int64_t amount, int64_t *total, struct error *err)
+{
+    return s->ops->rate_count(s->state, user_id, kind, window, amount, total, err);
+}

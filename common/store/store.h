@@ -79,6 +79,15 @@ struct dead_letter {
     int64_t now;
 };
 
+/* An API key of a partner (api_keys/{sha256 of the key}); the key itself is never stored. */
+struct api_key {
+    char hash[65]; /* lowercase hex sha256 of the key */
+    char user_id[USER_ID_MAX];
+    char name[64];
+    bool disabled;
+    int64_t created_at;
+};
+
 struct store_ops {
     void (*close)(void *state);
     enum status (*ping)(void *state, struct error *err);
@@ -131,6 +140,11 @@ struct store_ops {
                              struct error *err);
     enum status (*cache_put)(void *state, const char *key, const struct item_result *result,
                              int64_t now, struct error *err);
+    enum status (*api_key_put)(void *state, const struct api_key *k, struct error *err);
+    enum status (*api_key_get)(void *state, const char *hash, struct api_key *out,
+                               struct error *err);
+    enum status (*rate_count)(void *state, const char *user_id, const char *kind, int64_t window,
+                              int64_t amount, int64_t *total, struct error *err);
 };
 
 struct store {
@@ -299,5 +313,20 @@ enum status store_cache_get(struct store *s, const char *key, struct item_result
                             struct error *err);
 enum status store_cache_put(struct store *s, const char *key, const struct item_result *result,
                             int64_t now, struct error *err);
+
+/* Stores an API key (create or replace, e.g. to disable it). */
+enum status store_api_key_put(struct store *s, const struct api_key *k, struct error *err);
+
+/* Looks an API key up by the sha256 hex of the key. ST_NOT_FOUND when unknown. */
+enum status store_api_key_get(struct store *s, const char *hash, struct api_key *out,
+                              struct error *err);
+
+/*
+ * Fixed-window rate counting (rate_limits/{userId}_{kind}_{window}): adds
+ * amount to the user's counter of `kind` for `window` (e.g. the minute
+ * number) atomically and returns the new total, refused requests included.
+ */
+enum status store_rate_count(struct store *s, const char *user_id, const char *kind, int64_t window,
+                             int64_t amount, int64_t *total, struct error *err);
 
 #endif

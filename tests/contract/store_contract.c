@@ -1416,6 +1416,47 @@ START_TEST(result_cache_first_writer_wins)
 }
 END_TEST
 
+/* ---- API keys and rate windows ------------------------------------------ */
+
+START_TEST(api_keys_round_trip)
+{
+    struct api_key k = {.hash = "9f86d081884c7d659a2feaa0c55ad015a3bf4f1b2b0b822cd15d6c15b0f00a08",
+                        .user_id = "crm-7",
+                        .name = "production",
+                        .created_at = CONTRACT_T0};
+    struct api_key got;
+
+    IS(ST_NOT_FOUND, store_api_key_get(S, k.hash, &got, &E));
+    OK(store_api_key_put(S, &k, &E));
+    OK(store_api_key_get(S, k.hash, &got, &E));
+    ck_assert_str_eq(got.user_id, "crm-7");
+    ck_assert_str_eq(got.name, "production");
+    ck_assert(!got.disabled);
+    ck_assert_int_eq(got.created_at, CONTRACT_T0);
+    k.disabled = true;
+    OK(store_api_key_put(S, &k, &E));
+    OK(store_api_key_get(S, k.hash, &got, &E));
+    ck_assert(got.disabled);
+}
+END_TEST
+
+START_TEST(rate_windows_count)
+{
+    int64_t total = 0;
+
+    OK(store_rate_count(S, "crm-7", "images", 100, 40, &total, &E));
+    ck_assert_int_eq(total, 40);
+    OK(store_rate_count(S, "crm-7", "images", 100, 25, &total, &E));
+    ck_assert_int_eq(total, 65);
+    OK(store_rate_count(S, "crm-7", "batches", 100, 1, &total, &E)); /* kinds apart */
+    ck_assert_int_eq(total, 1);
+    OK(store_rate_count(S, "crm-8", "images", 100, 5, &total, &E)); /* users apart */
+    ck_assert_int_eq(total, 5);
+    OK(store_rate_count(S, "crm-7", "images", 101, 3, &total, &E)); /* a new window */
+    ck_assert_int_eq(total, 3);
+}
+END_TEST
+
 /* ---- cancel_batch ----------------------------------------------------- */
 
 START_TEST(cancel_batch_moves_items_and_counts)
@@ -1604,5 +1645,7 @@ Suite *store_contract_suite(const char *name, struct store *(*open_fresh)(void),
     tcase_add_test(tc, costs_add_up);
     tcase_add_test(tc, drop_job_sends_the_item_back);
     tcase_add_test(tc, result_cache_first_writer_wins);
+    tcase_add_test(tc, api_keys_round_trip);
+    tcase_add_test(tc, rate_windows_count);
     return s;
 }
