@@ -9,6 +9,10 @@
 #include "app/providers.h"
 #include "app/runtime.h"
 #include "batch/batch.h"
+#include <strings.h>
+
+#include "core/codec.h"
+#include "core/id.h"
 #include "core/json.h"
 #include "core/log.h"
 #include "core/timeutil.h"
@@ -31,16 +35,139 @@ static void respond_error(struct http_response *resp, struct error *err)
     http_respond_error(resp, err);
 }
 
+/* Who is calling: with AUTH=apikey, the owner of the request's API key. */
+struct caller {
+    bool authenticated;
+    char user[USER_ID_MAX];
+};
+
+static bool resolve_caller(struct creator *c, struct http_request *req, enum lang lang,
+                           struct caller *who, struct error *err)
+{
+    const char *auth = http_request_header(req, "Authorization");
+    const char *key = http_request_header(req, "X-API-Key");
+    struct api_key k;
+    char hash[65];
+
+    memset(who, 0, sizeof(*who));
+    if (strcmp(c->settings->auth, "apikey") != 0)
+        return true;
+    if (!key && auth && strncasecmp(auth, "Bearer ", 7) == 0)
+        key = auth + 7;
+    while (key && *key == ' ')
+        key++;
+    if (!key || !*key) {
+        lang_error(err, lang, ST_UNAUTHENTICATED, "api_key_required");
+        return false;
+    }
+    /* Keys are stored as hashes: a leaked table does not leak keys. */
+    sha256_hex(key, strnlen(key, 512), hash);
+    if (store_api_key_get(c->rt.store, hash, &k, err) != ST_OK || k.disabled) {
+        if (err->status == ST_NOT_FOUND || k.disabled) {
+            lang_error(err, lang, ST_UNAUTHENTICATED, "invalid_api_key");
+        } else {
+            log_error("cannot check an api key: %s", err->message);
+            lang_error(err, lang, ST_UNAVAILABLE, "unavailable");
+        }
+        return false;
+    }
+    who->authenticated = true;
+    str_copy(who->user, sizeof(who->user), k.user_id);
+    log_context_add_str("userId", k.user_id);
+    return true;
+}
+
+/* The owner a read must match: the key's user when authenticated, else anyone. */
+static const char *owner_of(const struct caller *who)
+{
+    return who->authenticated ? who->user : NULL;
+}
+
+/*
+ * Per-user fixed windows of one minute, shared by every instance through the
+ * store. Only accepted requests spend the budget: a refused request gives
+ * back what it counted, so an oversized batch does not lock its user out.
+ */
+static bool within_rate(struct creator *c, const char *user, int64_t images, enum lang lang,
+                        struct error *err)
+{
+    const struct {
+        const char *kind;
+        int64_t amount, limit;
+    } checks[] = {
+        {"batches", 1, c->settings->rate_batches_per_min},
+        {"images", images, c->settings->rate_images_per_min},
+    };
+    int64_t now_s = time_now_us() / 1000000, window = now_s / 60, total;
+    bool counted[ARRAY_SIZE(checks)] = {false};
+    const char *over = NULL;
+    size_t i;
+
+    for (i = 0; i < ARRAY_SIZE(checks) && !over; i++) {
+        if (checks[i].limit <= 0)
+            continue;
+        if (store_rate_count(c->rt.store, user, checks[i].kind, window, checks[i].amount, &total,
+                             err) != ST_OK) {
+            /* Failing open: an unavailable counter must not stop the business. */
+            log_warn("cannot count the rate of %s: %s", user, err->message);
+            continue;
+        }
+        counted[i] = true;
+        if (total > checks[i].limit)
+            over = checks[i].kind;
+    }
+    if (!over)
+        return true;
+    for (i = 0; i < ARRAY_SIZE(checks); i++)
+        if (counted[i] && store_rate_count(c->rt.store, user, checks[i].kind, window,
+                                           -checks[i].amount, &total, err) != ST_OK)
+            log_warn("cannot give back the rate of %s: %s", user, err->message);
+    lang_error(err, lang, ST_RATE_LIMITED, "rate_limited", over, (long long)(60 - now_s % 60));
+    err->retry_after_s = (int)(60 - now_s % 60);
+    return false;
+}
+
 static void create_batch(struct http_request *req, struct http_response *resp, void *ud)
 {
     struct creator *c = ud;
     enum lang lang = request_lang(req);
     struct create_result res;
+    struct caller who;
     struct error err;
-    json_t *body;
+    json_t *body, *request = http_request_json(req), *copy = NULL;
+    const char *user;
+    enum status st;
 
-    if (batch_create(&c->env, http_request_json(req), http_request_header(req, "Idempotency-Key"),
-                     lang, &res, &err) != ST_OK) {
+    if (!resolve_caller(c, req, lang, &who, &err)) {
+        respond_error(resp, &err);
+        return;
+    }
+    user = json_str_or(request, "userId", NULL);
+    if (who.authenticated) {
+        /* The key decides the user; a body naming another one is a client bug. */
+        if (user && strcmp(user, who.user) != 0) {
+            lang_error(&err, lang, ST_PERMISSION_DENIED, "user_mismatch");
+            respond_error(resp, &err);
+            return;
+        }
+        if (json_is_object(request)) {
+            copy = json_deep_copy(request);
+            json_object_set_new(copy, "userId", json_string(who.user));
+            request = copy;
+        }
+        user = who.user;
+    }
+    if (user && *user && json_is_object(request) &&
+        !within_rate(c, user, (int64_t)json_array_size(json_object_get(request, "images")), lang,
+                     &err)) {
+        json_decref(copy);
+        respond_error(resp, &err);
+        return;
+    }
+    st = batch_create(&c->env, request, http_request_header(req, "Idempotency-Key"), lang, &res,
+                      &err);
+    json_decref(copy);
+    if (st != ST_OK) {
         respond_error(resp, &err);
         return;
     }
@@ -91,10 +218,15 @@ static void batch_status(struct http_request *req, struct http_response *resp, v
     struct item_query q;
     const char *status = http_request_query(req, "status");
     int64_t limit = 100, offset = 0;
+    struct caller who;
     struct error err;
     json_t *doc;
 
     memset(&q, 0, sizeof(q));
+    if (!resolve_caller(c, req, lang, &who, &err)) {
+        respond_error(resp, &err);
+        return;
+    }
     if (!query_int(req, "limit", 1, 1000, &limit, lang, &err) ||
         !query_int(req, "offset", 0, 10000000, &offset, lang, &err)) {
         respond_error(resp, &err);
@@ -113,8 +245,8 @@ static void batch_status(struct http_request *req, struct http_response *resp, v
     q.limit = (int)limit;
     q.offset = offset;
     q.page_token = http_request_query(req, "pageToken");
-    if (batch_status_json(&c->env, http_request_param(req, "batchId"), &q, lang, &doc, &err) !=
-        ST_OK) {
+    if (batch_status_json(&c->env, http_request_param(req, "batchId"), owner_of(&who), &q, lang,
+                          &doc, &err) != ST_OK) {
         respond_error(resp, &err);
         return;
     }
@@ -124,11 +256,13 @@ static void batch_status(struct http_request *req, struct http_response *resp, v
 static void batch_retry_route(struct http_request *req, struct http_response *resp, void *ud)
 {
     struct creator *c = ud;
+    struct caller who;
     struct error err;
     json_t *doc;
 
-    if (batch_retry(&c->env, http_request_param(req, "batchId"), request_lang(req), &doc, &err) !=
-        ST_OK) {
+    if (!resolve_caller(c, req, request_lang(req), &who, &err) ||
+        batch_retry(&c->env, http_request_param(req, "batchId"), owner_of(&who), request_lang(req),
+                    &doc, &err) != ST_OK) {
         respond_error(resp, &err);
         return;
     }
@@ -145,11 +279,18 @@ static void batch_cancel_route(struct http_request *req, struct http_response *r
     enum lang lang = request_lang(req);
     const char *user = http_request_header(req, "X-User-Id");
     json_t *body = NULL, *doc;
+    struct caller who;
     struct error err;
     size_t len;
     const char *raw = http_request_body(req, &len);
 
-    if (len > 0) {
+    if (!resolve_caller(c, req, lang, &who, &err)) {
+        respond_error(resp, &err);
+        return;
+    }
+    if (who.authenticated) {
+        user = who.user;
+    } else if (len > 0) {
         body = json_parse(raw, len, &err);
         if (!body) {
             lang_localize(&err, lang);
@@ -241,13 +382,20 @@ static void batch_events(struct http_request *req, struct http_response *resp, v
     struct creator *c = ud;
     struct events *e;
     struct batch b;
+    struct caller who;
     struct error err;
     const char *id = http_request_param(req, "batchId");
 
+    if (!resolve_caller(c, req, request_lang(req), &who, &err)) {
+        respond_error(resp, &err);
+        return;
+    }
     batch_init(&b);
-    if (store_get_batch(c->rt.store, id, &b, &err) != ST_OK) {
-        if (err.status == ST_NOT_FOUND)
+    if (store_get_batch(c->rt.store, id, &b, &err) != ST_OK ||
+        (who.authenticated && strcmp(b.user_id, who.user) != 0)) {
+        if (err.status == ST_NOT_FOUND || who.authenticated)
             lang_error(&err, request_lang(req), ST_NOT_FOUND, "batch_not_found");
+        batch_release(&b);
         respond_error(resp, &err);
         return;
     }
@@ -266,6 +414,7 @@ static void batch_list(struct http_request *req, struct http_response *resp, voi
     struct creator *c = ud;
     enum lang lang = request_lang(req);
     const char *user = http_request_query(req, "userId");
+    struct caller who;
     char next[PAGE_TOKEN_MAX] = "";
     struct batch *list = NULL;
     struct error err;
@@ -273,6 +422,12 @@ static void batch_list(struct http_request *req, struct http_response *resp, voi
     size_t n = 0, i;
     json_t *doc, *arr;
 
+    if (!resolve_caller(c, req, lang, &who, &err)) {
+        respond_error(resp, &err);
+        return;
+    }
+    if (who.authenticated)
+        user = who.user;
     if (!user)
         user = http_request_header(req, "X-User-Id");
     if (!user || !*user) {
@@ -398,14 +553,69 @@ static void creator_localize(const struct http_request *req, struct error *err)
     lang_localize(err, lang_from_header(http_request_header(req, "Accept-Language")));
 }
 
+/*
+ *   creator --create-api-key USER [NAME]   prints a new key for USER (shown once)
+ *   creator --disable-api-key KEY          refuses KEY from now on
+ */
+static int creator_command(int argc, char **argv, const struct settings *s)
+{
+    struct runtime rt;
+    struct api_key k;
+    struct error err;
+    char key[64];
+    int code = 1;
+
+    if (argc < 3 ||
+        (strcmp(argv[1], "--create-api-key") != 0 && strcmp(argv[1], "--disable-api-key") != 0))
+        return -1;
+    if (runtime_open(s, &rt, &err) != ST_OK) {
+        fprintf(stderr, "creator: %s\n", err.message);
+        return 1;
+    }
+    memset(&k, 0, sizeof(k));
+    if (strcmp(argv[1], "--create-api-key") == 0) {
+        if (!id_random(key, sizeof(key), "bk_", 40) ||
+            !str_copy(k.user_id, sizeof(k.user_id), argv[2]) || !*argv[2]) {
+            fprintf(stderr, "creator: invalid user id\n");
+            goto out;
+        }
+        str_copy(k.name, sizeof(k.name), argc > 3 ? argv[3] : "");
+        sha256_hex(key, strlen(key), k.hash);
+        k.created_at = time_now_us();
+        if (store_api_key_put(rt.store, &k, &err) != ST_OK) {
+            fprintf(stderr, "creator: cannot store the key: %s\n", err.message);
+            goto out;
+        }
+        printf("%s\n", key);
+        code = 0;
+    } else {
+        sha256_hex(argv[2], strlen(argv[2]), k.hash);
+        if (store_api_key_get(rt.store, k.hash, &k, &err) != ST_OK) {
+            fprintf(stderr, "creator: %s\n", err.message);
+            goto out;
+        }
+        k.disabled = true;
+        if (store_api_key_put(rt.store, &k, &err) != ST_OK) {
+            fprintf(stderr, "creator: cannot disable the key: %s\n", err.message);
+            goto out;
+        }
+        code = 0;
+    }
+out:
+    runtime_close(&rt);
+    return code;
+}
+
 const struct service_def creator_service = {
     "creator",
     "The partner-facing batch API: validates batches, stores them, enqueues one task per "
-    "image, reports status and results.",
+    "image, reports status and results.\n\nCommands: --create-api-key USER [NAME] prints a new "
+    "API key for USER (shown once; stored as its hash); --disable-api-key KEY refuses it.",
     SCOPE_CREATOR,
     creator_setup,
     creator_ready,
     NULL,
     creator_localize,
+    creator_command,
     creator_teardown,
 };

@@ -312,5 +312,6 @@ const struct service_def worker_service = {
     worker_ready,
     worker_draining,
     NULL,
+    NULL,
     worker_teardown,
 };

@@ -90,14 +90,26 @@ int service_main(int argc, char **argv, const struct service_def *def)
             printf("%s %s\n", def->name, SERVICE_VERSION);
             return 0;
         }
-        fprintf(stderr, "%s: unknown argument \"%s\"\n", def->name, argv[1]);
-        return usage(def, 2);
+        if (!def->command) {
+            fprintf(stderr, "%s: unknown argument \"%s\"\n", def->name, argv[1]);
+            return usage(def, 2);
+        }
     }
     error_clear(&err);
     if (settings_load(&settings, def->scope, &err) != ST_OK) {
         fprintf(stderr, "%s: %s (see %s --help)\n", def->name, err.message, def->name);
         settings_release(&settings);
         return 2;
+    }
+    if (argc > 1) {
+        log_init(def->name, settings.project_id, LOG_WARNING, STDERR_FILENO);
+        code = def->command(argc, argv, &settings);
+        settings_release(&settings);
+        if (code < 0) {
+            fprintf(stderr, "%s: unknown argument \"%s\"\n", def->name, argv[1]);
+            return usage(def, 2);
+        }
+        return code;
     }
     log_severity_parse(settings.log_level, &sev);
     log_init(def->name, settings.project_id, sev, STDOUT_FILENO);

@@ -28,6 +28,12 @@ struct service_def {
     void (*draining)(void *state);
     /* Re-words errors the HTTP layer answers itself (may be NULL), see server.h. */
     void (*localize)(const struct http_request *req, struct error *err);
+    /*
+     * Administrative commands (`creator --create-api-key USER`): run with the
+     * loaded settings instead of serving. Returns the exit code, or -1 for an
+     * argument it does not know. May be NULL.
+     */
+    int (*command)(int argc, char **argv, const struct settings *s);
     /* Frees the state (may be NULL). */
     void (*teardown)(void *state);
 };

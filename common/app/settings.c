@@ -34,6 +34,9 @@ static const struct config_var table[] = {
     {"PUBLIC_URL", CFG_STRING, NULL, 0, 0, NULL, "creator's external base URL (default http://127.0.0.1:PORT)", F(public_url), 0, B},
     {"WORKER_URL", CFG_STRING, "http://127.0.0.1:8081/api/batch/worker", 0, 0, NULL, "URL the tasks are pushed to", F(worker_url), 0, B},
 
+    {"AUTH", CFG_ENUM, "off", 0, 0, "off|apikey", "partner authentication: apikey (production) or off (userId from the request)", F(auth), 0, C},
+    {"RATE_LIMIT_BATCHES_PER_MIN", CFG_INT, "60", 0, 1000000, NULL, "batches a user may create per minute (0: unlimited)", F(rate_batches_per_min), 0, C},
+    {"RATE_LIMIT_IMAGES_PER_MIN", CFG_INT, "100000", 0, 100000000, NULL, "images a user may submit per minute (0: unlimited)", F(rate_images_per_min), 0, C},
     {"MAX_IMAGES_PER_BATCH", CFG_INT, "10000", 1, 10000, NULL, "largest batch accepted", F(max_images), 0, C},
     {"FANOUT_UNIT", CFG_INT, "500", 10, 10000, NULL, "items per fan-out task; smaller batches enqueue items directly", F(fanout_unit), 0, B},
     {"ENQUEUE_CONCURRENCY", CFG_INT, "32", 1, 500, NULL, "task creations in flight at once", F(enqueue_concurrency), 0, B},

@@ -100,6 +100,9 @@ struct settings {
     int64_t poll_deadline_s;
     int64_t reconcile_after_s;
     char *webhook_secret;
+    char *auth;
+    int64_t rate_batches_per_min;
+    int64_t rate_images_per_min;
 };
 
 /*

@@ -149,9 +149,10 @@ void webhook_signature(const unsigned char *key, size_t key_len, const char *msg
  * Builds the seed-shaped status document of a batch (new reference):
  * batchId, status, progress, totalImages, processedImages, successCount,
  * failureCount, cancelledCount, createdAt, estimatedCompletion, images[...]
- * and paging fields. q filters the images listed.
+ * and paging fields. q filters the images listed. owner (NULL: anyone)
+ * must be the batch's user: another user's batch is ST_NOT_FOUND.
  */
-enum status batch_status_json(const struct batch_env *env, const char *batch_id,
+enum status batch_status_json(const struct batch_env *env, const char *batch_id, const char *owner,
                               const struct item_query *q, enum lang lang, json_t **out,
                               struct error *err);
 
@@ -165,9 +166,9 @@ enum status batch_status_json(const struct batch_env *env, const char *batch_id,
 enum status batch_cancel(const struct batch_env *env, const char *batch_id, const char *user_id,
                          enum lang lang, json_t **out, struct error *err);
 
-/* Re-drives the failed items of a batch (manual retry). */
-enum status batch_retry(const struct batch_env *env, const char *batch_id, enum lang lang,
-                        json_t **out, struct error *err);
+/* Re-drives the failed items of a batch (manual retry); owner as for batch_status_json. */
+enum status batch_retry(const struct batch_env *env, const char *batch_id, const char *owner,
+                        enum lang lang, json_t **out, struct error *err);
 
 /* ETA in µs since the epoch, or 0 when unknown or finished. */
 int64_t batch_eta(const struct batch *b, const struct batch_counts *c, int64_t now,

@@ -61,6 +61,13 @@ static const struct message messages[] = {
      "cannot enqueue the images; try again"},
     {"unavailable", "Serviço temporariamente indisponível; tente novamente",
      "service temporarily unavailable; try again"},
+    {"api_key_required", "Chave de API obrigatória (Authorization: Bearer ou X-API-Key)",
+     "API key required (Authorization: Bearer or X-API-Key)"},
+    {"invalid_api_key", "Chave de API inválida ou desativada", "invalid or disabled API key"},
+    {"user_mismatch", "Campo \"userId\" não corresponde à chave de API",
+     "field \"userId\" does not match the API key"},
+    {"rate_limited", "Limite de %s por minuto excedido; tente novamente em %lld s",
+     "%s per minute limit exceeded; retry in %lld s"},
 };
 
 enum lang lang_from_header(const char *h)

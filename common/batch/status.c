@@ -76,7 +76,7 @@ static json_t *item_json(const struct batch_env *env, const struct item *it)
     return j;
 }
 
-enum status batch_status_json(const struct batch_env *env, const char *batch_id,
+enum status batch_status_json(const struct batch_env *env, const char *batch_id, const char *owner,
                               const struct item_query *q, enum lang lang, json_t **out,
                               struct error *err)
 {
@@ -92,8 +92,10 @@ enum status batch_status_json(const struct batch_env *env, const char *batch_id,
     batch_init(&b);
     memset(&page, 0, sizeof(page));
     st = store_get_batch(env->store, batch_id, &b, err);
-    if (st == ST_NOT_FOUND)
+    if (st == ST_NOT_FOUND || (st == ST_OK && owner && strcmp(b.user_id, owner) != 0)) {
+        batch_release(&b);
         return lang_error(err, lang, ST_NOT_FOUND, "batch_not_found");
+    }
     if (st != ST_OK)
         goto fail;
     if ((st = store_get_counts(env->store, batch_id, &c, err)) != ST_OK)
@@ -146,8 +148,8 @@ fail:
                       "status_failed");
 }
 
-enum status batch_retry(const struct batch_env *env, const char *batch_id, enum lang lang,
-                        json_t **out, struct error *err)
+enum status batch_retry(const struct batch_env *env, const char *batch_id, const char *owner,
+                        enum lang lang, json_t **out, struct error *err)
 {
     struct item_page page;
     struct batch b;
@@ -159,8 +161,10 @@ enum status batch_retry(const struct batch_env *env, const char *batch_id, enum 
     memset(&page, 0, sizeof(page));
     batch_init(&b);
     st = store_get_batch(env->store, batch_id, &b, err);
-    if (st == ST_NOT_FOUND)
+    if (st == ST_NOT_FOUND || (st == ST_OK && owner && strcmp(b.user_id, owner) != 0)) {
+        batch_release(&b);
         return lang_error(err, lang, ST_NOT_FOUND, "batch_not_found");
+    }
     if (st != ST_OK)
         return lang_error(err, lang, ST_UNAVAILABLE, "unavailable");
     st = store_retry_failed(env->store, batch_id, env->now(), &gen, &page, err);

@@ -192,7 +192,9 @@ void config_print_help(FILE *out, const char *program, const char *summary,
         if (!(v->scope & scope))
             continue;
         fprintf(out, "  %-30s %s", v->name, type_name(v));
-        if (v->type == CFG_INT || v->type == CFG_DOUBLE)
+        if (v->type == CFG_INT)
+            fprintf(out, " [%lld..%lld]", (long long)v->min, (long long)v->max);
+        else if (v->type == CFG_DOUBLE)
             fprintf(out, " [%g..%g]", v->min, v->max);
         if (v->flags & CFG_REQUIRED)
             fprintf(out, ", required");

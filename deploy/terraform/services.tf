@@ -69,7 +69,7 @@ resource "google_cloud_run_v2_service" "creator" {
       image   = var.image
       command = ["creator"]
       dynamic "env" {
-        for_each = local.common_env
+        for_each = merge(local.common_env, { AUTH = "apikey" })
         content {
           name  = env.key
           value = env.value

@@ -429,7 +429,7 @@ START_TEST(permanent_fails_at_once)
     ck_assert_str_eq(r.outcome, "failed");
     ck_assert_int_eq(counts(id).failure, 1);
     ck_assert_int_eq(submits, 1);
-    ck_assert_int_eq(batch_status_json(&env, id, &q, LANG_EN, &doc, &err), ST_OK);
+    ck_assert_int_eq(batch_status_json(&env, id, NULL, &q, LANG_EN, &doc, &err), ST_OK);
     ck_assert_str_eq(json_str_or(doc, "status", ""), "completed_with_failures");
     ck_assert_str_eq(
         json_str_or(json_object_get(json_array_get(json_object_get(doc, "images"), 0), "error"),
@@ -456,7 +456,7 @@ START_TEST(manual_retry_redrives_failed_items)
     push(2, 0);
     ck_assert_int_eq(bstatus(id), BATCH_COMPLETED_WITH_FAILURES);
     first = n_tasks;
-    ck_assert_int_eq(batch_retry(&env, id, LANG_EN, &doc, &err), ST_OK);
+    ck_assert_int_eq(batch_retry(&env, id, NULL, LANG_EN, &doc, &err), ST_OK);
     ck_assert_int_eq(json_int_or(doc, "retriedImages", 0), 1);
     ck_assert_int_eq(json_int_or(doc, "generation", 0), 2);
     json_decref(doc);
@@ -474,7 +474,7 @@ START_TEST(manual_retry_redrives_failed_items)
     /* The old generation's task is now stale. */
     r = push(0, 3);
     ck_assert_int_eq(r.http_status, 200);
-    ck_assert_int_eq(batch_retry(&env, "batch_missing", LANG_PT, &doc, &err), ST_NOT_FOUND);
+    ck_assert_int_eq(batch_retry(&env, "batch_missing", NULL, LANG_PT, &doc, &err), ST_NOT_FOUND);
     ck_assert_str_eq(err.message, "Batch não encontrado");
 }
 END_TEST
@@ -655,7 +655,7 @@ START_TEST(cache_serves_identical_inputs_once)
     ck_assert_int_eq(push(2, 0).http_status, 200);
     ck_assert_int_eq(submits, 2); /* 1.jpg and 3.jpg; 2.jpg had the same bytes as 1.jpg */
     ck_assert_int_eq(fetches, 3);
-    ck_assert_int_eq(batch_status_json(&env, res.batch.id, &q, LANG_EN, &doc, &err), ST_OK);
+    ck_assert_int_eq(batch_status_json(&env, res.batch.id, NULL, &q, LANG_EN, &doc, &err), ST_OK);
     images = json_object_get(doc, "images");
     ck_assert(json_is_true(
         json_object_get(json_object_get(json_array_get(images, 1), "result"), "cached")));
